@@ -1,0 +1,197 @@
+//! The peer-address dimension: IPv4 and IPv6 addresses to peer classes. CIDRs with their
+//! `except` holes become disjoint ranges, so the longest-prefix answer is one binary search.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::intervals::{ClassInterner, Intervals};
+
+/// An inclusive range of addresses of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressRange {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+fn range_of(net: IpNetwork) -> AddressRange {
+    match net {
+        IpNetwork::V4(n) => AddressRange::V4(n.network().into(), n.broadcast().into()),
+        IpNetwork::V6(n) => {
+            let lo: u128 = n.network().into();
+            AddressRange::V6(lo, lo | mask(128 - u32::from(n.prefix())))
+        }
+    }
+}
+
+fn mask(host_bits: u32) -> u128 {
+    if host_bits == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host_bits)
+    }
+}
+
+/// `cidr` minus every `except`, as disjoint ranges.
+pub fn block_ranges(cidr: IpNetwork, except: &[IpNetwork]) -> Vec<AddressRange> {
+    let holes: Vec<AddressRange> = except.iter().map(|e| range_of(*e)).collect();
+    match range_of(cidr) {
+        AddressRange::V4(lo, hi) => {
+            let holes: Vec<(u128, u128)> = holes
+                .iter()
+                .filter_map(|h| match *h {
+                    AddressRange::V4(a, b) => Some((a.into(), b.into())),
+                    AddressRange::V6(..) => None,
+                })
+                .collect();
+            subtract(lo.into(), hi.into(), holes)
+                .into_iter()
+                .map(|(a, b)| AddressRange::V4(a as u32, b as u32))
+                .collect()
+        }
+        AddressRange::V6(lo, hi) => {
+            let holes: Vec<(u128, u128)> = holes
+                .iter()
+                .filter_map(|h| match *h {
+                    AddressRange::V6(a, b) => Some((a, b)),
+                    AddressRange::V4(..) => None,
+                })
+                .collect();
+            subtract(lo, hi, holes)
+                .into_iter()
+                .map(|(a, b)| AddressRange::V6(a, b))
+                .collect()
+        }
+    }
+}
+
+fn subtract(lo: u128, hi: u128, mut holes: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    holes.sort_unstable();
+    let mut out = Vec::new();
+    let mut next = Some(lo);
+    for (a, b) in holes {
+        let Some(start) = next else { break };
+        if b < start || a > hi {
+            continue;
+        }
+        if a > start {
+            out.push((start, a - 1));
+        }
+        next = if b >= hi {
+            None
+        } else {
+            Some(start.max(b + 1))
+        };
+    }
+    if let Some(start) = next {
+        out.push((start, hi));
+    }
+    out
+}
+
+/// Peer address → peer class, for both families.
+#[derive(Debug, Clone, Default)]
+pub struct AddressMap {
+    v4: Intervals<u32>,
+    v6: Intervals<u128>,
+}
+
+impl AddressMap {
+    pub fn build(ranges: &[(AddressRange, u32)], interner: &mut ClassInterner) -> Self {
+        let v4: Vec<(u32, u32, u32)> = ranges
+            .iter()
+            .filter_map(|&(r, slot)| match r {
+                AddressRange::V4(a, b) => Some((a, b, slot)),
+                AddressRange::V6(..) => None,
+            })
+            .collect();
+        let v6: Vec<(u128, u128, u32)> = ranges
+            .iter()
+            .filter_map(|&(r, slot)| match r {
+                AddressRange::V6(a, b) => Some((a, b, slot)),
+                AddressRange::V4(..) => None,
+            })
+            .collect();
+        AddressMap {
+            v4: Intervals::build(&v4, interner),
+            v6: Intervals::build(&v6, interner),
+        }
+    }
+
+    #[inline]
+    pub fn class_of(&self, ip: IpAddr) -> u32 {
+        match ip {
+            IpAddr::V4(a) => self.v4.class_of(a.into()),
+            IpAddr::V6(a) => self.v6.class_of(a.into()),
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes() + self.v6.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn except_holes_are_cut_out_of_the_block() {
+        let ranges = block_ranges(net("10.0.0.0/8"), &[net("10.1.0.0/16"), net("10.1.2.0/24")]);
+        assert_eq!(
+            ranges,
+            vec![
+                AddressRange::V4(0x0a00_0000, 0x0a00_ffff),
+                AddressRange::V4(0x0a02_0000, 0x0aff_ffff)
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_address_spaces_are_representable() {
+        assert_eq!(
+            block_ranges(net("0.0.0.0/0"), &[]),
+            vec![AddressRange::V4(0, u32::MAX)]
+        );
+        assert_eq!(
+            block_ranges(net("::/0"), &[]),
+            vec![AddressRange::V6(0, u128::MAX)]
+        );
+        assert_eq!(
+            block_ranges(net("fd00::1/128"), &[]),
+            vec![AddressRange::V6(0xfd00 << 112 | 1, 0xfd00 << 112 | 1)]
+        );
+    }
+
+    #[test]
+    fn address_map_finds_the_covering_blocks() {
+        let mut interner = ClassInterner::default();
+        let mut ranges: Vec<(AddressRange, u32)> =
+            block_ranges(net("10.0.0.0/8"), &[net("10.1.0.0/16")])
+                .into_iter()
+                .map(|r| (r, 0))
+                .collect();
+        ranges.extend(
+            block_ranges(net("10.1.2.0/24"), &[])
+                .into_iter()
+                .map(|r| (r, 1)),
+        );
+        ranges.extend(
+            block_ranges(net("fd00::/64"), &[])
+                .into_iter()
+                .map(|r| (r, 2)),
+        );
+        let map = AddressMap::build(&ranges, &mut interner);
+        let classes = interner.into_classes();
+        let of = |ip: &str| classes[map.class_of(ip.parse().unwrap()) as usize].clone();
+        assert_eq!(of("10.2.3.4"), vec![0]);
+        assert_eq!(of("10.1.3.4"), Vec::<u32>::new());
+        assert_eq!(of("10.1.2.4"), vec![1]);
+        assert_eq!(of("fd00::5"), vec![2]);
+        assert_eq!(of("fd01::5"), Vec::<u32>::new());
+    }
+}

@@ -1,0 +1,78 @@
+//! The port dimension: (protocol, port) → port class. Numeric ports, `endPort` ranges and named
+//! ports (already resolved to numbers by the compiler) become intervals per protocol.
+
+use crate::inventory::Protocol;
+
+use super::intervals::{ClassInterner, Intervals};
+
+/// An inclusive port range of one protocol, owned by a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub protocol: Protocol,
+    pub start: u16,
+    pub end: u16,
+}
+
+/// (protocol, port) → port class. Protocols no rule names map to class 0 (no slot).
+#[derive(Debug, Clone, Default)]
+pub struct PortMap {
+    by_protocol: Vec<(Protocol, Intervals<u32>)>,
+}
+
+impl PortMap {
+    pub fn build(ranges: &[(PortRange, u32)], interner: &mut ClassInterner) -> Self {
+        let mut protocols: Vec<Protocol> = ranges.iter().map(|(r, _)| r.protocol).collect();
+        protocols.sort_unstable();
+        protocols.dedup();
+        let by_protocol = protocols
+            .into_iter()
+            .map(|protocol| {
+                let items: Vec<(u32, u32, u32)> = ranges
+                    .iter()
+                    .filter(|(r, _)| r.protocol == protocol)
+                    .map(|&(r, slot)| (u32::from(r.start), u32::from(r.end), slot))
+                    .collect();
+                (protocol, Intervals::build(&items, interner))
+            })
+            .collect();
+        PortMap { by_protocol }
+    }
+
+    #[inline]
+    pub fn class_of(&self, protocol: Protocol, port: u16) -> u32 {
+        self.by_protocol
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map_or(0, |(_, map)| map.class_of(u32::from(port)))
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.by_protocol
+            .iter()
+            .map(|(_, m)| m.heap_bytes() + 16)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_per_protocol() {
+        let mut interner = ClassInterner::default();
+        let tcp = |start, end| PortRange {
+            protocol: Protocol::TCP,
+            start,
+            end,
+        };
+        let map = PortMap::build(&[(tcp(80, 80), 0), (tcp(32000, 32768), 1)], &mut interner);
+        let classes = interner.into_classes();
+        let of = |p, port| classes[map.class_of(p, port) as usize].clone();
+        assert_eq!(of(Protocol::TCP, 80), vec![0]);
+        assert_eq!(of(Protocol::UDP, 80), Vec::<u32>::new());
+        assert_eq!(of(Protocol::TCP, 32768), vec![1]);
+        assert_eq!(of(Protocol::TCP, 32769), Vec::<u32>::new());
+        assert_eq!(of(Protocol::TCP, 31999), Vec::<u32>::new());
+    }
+}

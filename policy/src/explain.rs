@@ -1,0 +1,258 @@
+//! Turns decisions into explanations a person can act on: which policy and rule (file, document,
+//! field) allowed a connection, or which policies isolate the pod when nothing allowed it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::classifier::Classifier;
+use crate::decision::{ConnectionDecision, Decision, Party, RuleRef};
+use crate::inventory::Inventory;
+use crate::netpol::Direction;
+use crate::probe::Connection;
+
+/// A policy, by name and by where it was read.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyOrigin {
+    pub kind: &'static str,
+    pub policy: String,
+    pub file: String,
+    pub document: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for PolicyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({}, document {}",
+            self.kind, self.policy, self.file, self.document
+        )?;
+        if let Some(item) = self.item {
+            write!(f, ", items[{item}]")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A rule of a policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleOrigin {
+    #[serde(flatten)]
+    pub policy: PolicyOrigin,
+    /// `spec.ingress[1]`
+    pub rule: String,
+}
+
+/// Why one end decided as it did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Reason {
+    /// No policy selects the pod for this direction.
+    NotIsolated,
+    AllowedByRule {
+        by: RuleOrigin,
+    },
+    /// Isolated by these policies, and none of their rules matched.
+    NoRuleMatched {
+        isolated_by: Vec<PolicyOrigin>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SideExplanation {
+    pub direction: Direction,
+    pub pod: String,
+    pub allowed: bool,
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub from: String,
+    pub to: String,
+    pub from_address: String,
+    pub to_address: String,
+    pub protocol: String,
+    pub port: u16,
+    pub allowed: bool,
+    pub same_pod: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<SideExplanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<SideExplanation>,
+}
+
+impl Explanation {
+    /// The names of the policies that decided either side (for compact reports).
+    pub fn deciding_policies(&self) -> Vec<String> {
+        [&self.egress, &self.ingress]
+            .into_iter()
+            .flatten()
+            .flat_map(|side| match &side.reason {
+                Reason::NotIsolated => vec![],
+                Reason::AllowedByRule { by } => vec![by.policy.policy.clone()],
+                Reason::NoRuleMatched { isolated_by } => {
+                    isolated_by.iter().map(|p| p.policy.clone()).collect()
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn party_name(inventory: &Inventory, party: Party) -> String {
+    match party {
+        Party::Pod { pod, .. } => inventory.pod(pod).key(),
+        Party::External(ip) => ip.to_string(),
+    }
+}
+
+pub fn policy_origin(classifier: &Classifier, policy: u32) -> PolicyOrigin {
+    let p = &classifier.cluster().policies[policy as usize];
+    PolicyOrigin {
+        kind: "NetworkPolicy",
+        policy: p.key(),
+        file: p.origin.file.clone(),
+        document: p.origin.document,
+        item: p.origin.item,
+    }
+}
+
+pub fn rule_origin(classifier: &Classifier, rule: RuleRef) -> RuleOrigin {
+    RuleOrigin {
+        policy: policy_origin(classifier, rule.policy),
+        rule: format!("spec.{}[{}]", rule.direction.field(), rule.rule),
+    }
+}
+
+fn side(
+    classifier: &Classifier,
+    party: Party,
+    direction: Direction,
+    decision: Decision,
+) -> SideExplanation {
+    let inventory = &classifier.cluster().inventory;
+    let pod = party.pod().expect("sides are explained for pods only");
+    let reason = match decision {
+        Decision::NotIsolated => Reason::NotIsolated,
+        Decision::Allowed(rule) => Reason::AllowedByRule {
+            by: rule_origin(classifier, rule),
+        },
+        Decision::Denied => Reason::NoRuleMatched {
+            isolated_by: classifier
+                .selecting_policies(pod, direction)
+                .iter()
+                .map(|&p| policy_origin(classifier, p))
+                .collect(),
+        },
+    };
+    SideExplanation {
+        direction,
+        pod: party_name(inventory, party),
+        allowed: decision.allows(),
+        reason,
+    }
+}
+
+pub fn explain(
+    classifier: &Classifier,
+    connection: &Connection,
+    decision: &ConnectionDecision,
+) -> Explanation {
+    let inventory = &classifier.cluster().inventory;
+    Explanation {
+        from: party_name(inventory, connection.from),
+        to: party_name(inventory, connection.to),
+        from_address: connection.from.address().to_string(),
+        to_address: connection.to.address().to_string(),
+        protocol: connection.protocol.to_string(),
+        port: connection.port,
+        allowed: decision.allowed(),
+        same_pod: decision.same_pod,
+        egress: decision
+            .egress
+            .map(|d| side(classifier, connection.from, Direction::Egress, d)),
+        ingress: decision
+            .ingress
+            .map(|d| side(classifier, connection.to, Direction::Ingress, d)),
+    }
+}
+
+fn verdict(allowed: bool) -> &'static str {
+    if allowed {
+        "ALLOWED"
+    } else {
+        "DENIED"
+    }
+}
+
+impl fmt::Display for SideExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {}: {}",
+            self.direction,
+            self.pod,
+            verdict(self.allowed).to_lowercase()
+        )?;
+        match &self.reason {
+            Reason::NotIsolated => write!(
+                f,
+                " — not isolated for {}: no NetworkPolicy selects it with policyType {}",
+                self.direction,
+                match self.direction {
+                    Direction::Ingress => "Ingress",
+                    Direction::Egress => "Egress",
+                }
+            ),
+            Reason::AllowedByRule { by } => write!(f, " by {} rule {}", by.policy, by.rule),
+            Reason::NoRuleMatched { isolated_by } => {
+                write!(f, " — isolated for {} by ", self.direction)?;
+                for (i, p) in isolated_by.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                write!(f, "; none of their {} rules matches", self.direction)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} ({}) -> {} ({}) {}/{}: {}",
+            self.from,
+            self.from_address,
+            self.to,
+            self.to_address,
+            self.protocol,
+            self.port,
+            verdict(self.allowed)
+        )?;
+        if self.same_pod {
+            writeln!(f, "  a pod can always reach itself")?;
+        }
+        match &self.egress {
+            Some(s) => writeln!(f, "  {s}")?,
+            None => writeln!(
+                f,
+                "  egress: {} is not a pod in the manifests; only the destination's policies apply",
+                self.from
+            )?,
+        }
+        match &self.ingress {
+            Some(s) => write!(f, "  {s}"),
+            None => write!(
+                f,
+                "  ingress: {} is not a pod in the manifests; only the source's policies apply",
+                self.to
+            ),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Reading manifest text: multi-document YAML, `kind: List` wrappers, kind dispatch, duplicate
+//! detection. Takes text (the caller reads files); returns the cluster model or every error.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::error::{Diagnostics, Error, Location, Problem, Warning};
+use crate::inventory::{Inventory, Namespace, Pod};
+use crate::k8s;
+use crate::netpol::{NamespaceScope, NetworkPolicy, Peer};
+
+/// One input text and the name it is reported under (a path, or `-`).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// A loaded, valid cluster: what the classifier is compiled from.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub inventory: Inventory,
+    /// In a stable order: by namespace, then name.
+    pub policies: Vec<NetworkPolicy>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Loading failed: every error found, and the warnings.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Warning>,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        write!(f, "{} error(s)", self.errors.len())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Loads every source; all errors of all sources are reported together.
+pub fn load(sources: &[Source]) -> Result<Cluster, Rejected> {
+    let mut loader = Loader::default();
+    for source in sources {
+        loader.source(source);
+    }
+    loader.finish()
+}
+
+#[derive(Default)]
+struct Loader {
+    diags: Diagnostics,
+    namespaces: Vec<Namespace>,
+    pods: Vec<Pod>,
+    policies: Vec<NetworkPolicy>,
+    seen: HashMap<(String, String, String), Location>,
+}
+
+impl Loader {
+    fn source(&mut self, source: &Source) {
+        for (index, document) in serde_yaml::Deserializer::from_str(&source.text).enumerate() {
+            let at = Location::document(&source.name, index);
+            match Value::deserialize(document) {
+                Ok(Value::Null) => {}
+                Ok(value) => self.document(value, at),
+                Err(e) => {
+                    self.diags.error(
+                        at,
+                        Problem::Yaml {
+                            message: e.to_string(),
+                        },
+                    );
+                    // The parser cannot resynchronise after a syntax error.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn document(&mut self, value: Value, at: Location) {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+            let Some(items) = value.get("items").and_then(Value::as_sequence) else {
+                self.diags.error(at.at("items"), Problem::Required);
+                return;
+            };
+            for (i, item) in items.iter().enumerate() {
+                let item_at = Location {
+                    item: Some(i),
+                    ..at.clone()
+                };
+                self.object(item.clone(), item_at);
+            }
+            return;
+        }
+        self.object(value, at);
+    }
+
+    fn object(&mut self, value: Value, mut at: Location) {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        at.object = Some(object_label(&kind, &value));
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => {
+                if let Some(raw) = self.typed::<k8s::RawNamespace>(value, &at) {
+                    let ns = k8s::namespace_from(raw, &at, &mut self.diags);
+                    if self.first_definition("Namespace", "", &ns.name, &at) {
+                        self.namespaces.push(ns);
+                    }
+                }
+            }
+            ("v1", "Pod") => {
+                if let Some(raw) = self.typed::<k8s::RawPod>(value, &at) {
+                    let pod = k8s::pod_from(raw, &at, &mut self.diags);
+                    if self.first_definition("Pod", &pod.namespace, &pod.name, &at) {
+                        self.pods.push(pod);
+                    }
+                }
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                if let Some(raw) = self.typed::<k8s::RawNetworkPolicy>(value, &at) {
+                    let policy = k8s::network_policy_from(raw, &at, &mut self.diags);
+                    if self.first_definition("NetworkPolicy", &policy.namespace, &policy.name, &at)
+                    {
+                        self.policies.push(policy);
+                    }
+                }
+            }
+            ("", _) | (_, "") => self.diags.error(
+                at.at(if api_version.is_empty() {
+                    "apiVersion"
+                } else {
+                    "kind"
+                }),
+                Problem::Required,
+            ),
+            _ => self.diags.warn(
+                at,
+                format!("skipped: podwall does not use {api_version} {kind} objects"),
+            ),
+        }
+    }
+
+    /// Deserializes with the path of the failing field, so that type errors say where they are.
+    fn typed<T: DeserializeOwned>(&mut self, value: Value, at: &Location) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." { String::new() } else { path };
+                self.diags.error(
+                    at.at(field),
+                    Problem::Schema {
+                        message: e.into_inner().to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn first_definition(&mut self, kind: &str, namespace: &str, name: &str, at: &Location) -> bool {
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        if let Some(first) = self.seen.get(&key) {
+            let what = if namespace.is_empty() {
+                format!("{kind} {name}")
+            } else {
+                format!("{kind} {namespace}/{name}")
+            };
+            let first = first.to_string();
+            self.diags
+                .error(at.clone(), Problem::Duplicate { what, first });
+            return false;
+        }
+        self.seen.insert(key, at.clone());
+        true
+    }
+
+    fn finish(mut self) -> Result<Cluster, Rejected> {
+        self.warn_about_shared_addresses();
+        if !self.diags.errors.is_empty() {
+            return Err(Rejected {
+                errors: self.diags.errors,
+                warnings: self.diags.warnings,
+            });
+        }
+        let referenced: Vec<String> = self
+            .policies
+            .iter()
+            .flat_map(|p| {
+                let own = std::iter::once(p.namespace.clone());
+                let peers = p.ingress.iter().chain(&p.egress).flat_map(|r| &r.peers);
+                own.chain(peers.filter_map(|peer| match peer {
+                    Peer::Pods {
+                        namespaces: NamespaceScope::Same(ns),
+                        ..
+                    } => Some(ns.clone()),
+                    _ => None,
+                }))
+            })
+            .collect();
+        let mut policies = self.policies;
+        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(Cluster {
+            inventory: Inventory::new(self.namespaces, self.pods, referenced),
+            policies,
+            warnings: self.diags.warnings,
+        })
+    }
+
+    fn warn_about_shared_addresses(&mut self) {
+        let mut owners: HashMap<std::net::IpAddr, &Pod> = HashMap::new();
+        for pod in self.pods.iter().filter(|p| p.is_policy_endpoint()) {
+            for ip in &pod.ips {
+                if let Some(first) = owners.insert(*ip, pod) {
+                    self.diags.warnings.push(Warning {
+                        location: pod.origin.at("status.podIPs"),
+                        message: format!(
+                            "address {ip} is also used by pod {}; podwall attributes it to {}",
+                            first.key(),
+                            first.key()
+                        ),
+                    });
+                    owners.insert(*ip, first);
+                }
+            }
+        }
+    }
+}
+
+fn object_label(kind: &str, value: &Value) -> String {
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_one(text: &str) -> Result<Cluster, Rejected> {
+        load(&[Source::new("test.yaml", text)])
+    }
+
+    #[test]
+    fn list_wrappers_and_multiple_documents_are_read() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: x}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: a, namespace: x, labels: {pod: a}}
+  status: {podIP: 10.0.0.1}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}}
+"#;
+        let cluster = load_one(text).unwrap();
+        assert_eq!(cluster.inventory.pods.len(), 1);
+        assert_eq!(cluster.policies.len(), 1);
+        assert_eq!(
+            cluster.inventory.namespace_labels("x")["kubernetes.io/metadata.name"],
+            "x"
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_with_a_warning() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n";
+        let cluster = load_one(text).unwrap();
+        assert_eq!(cluster.warnings.len(), 1);
+        assert!(cluster.warnings[0].message.contains("v1 Service"));
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_errors_with_their_path() {
+        let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - podSelecter: {}
+"#;
+        let err = load_one(text).unwrap_err();
+        assert_eq!(err.errors.len(), 1);
+        assert_eq!(
+            err.errors[0].location.field,
+            "spec.ingress[0].from[0].podSelecter"
+        );
+        assert!(err.errors[0].to_string().contains("podSelecter"));
+    }
+
+    #[test]
+    fn every_error_of_a_run_is_reported() {
+        let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.0.0/33}
+    ports:
+    - {port: 0}
+    - {protocol: ICMP, port: 80}
+"#;
+        let err = load_one(text).unwrap_err();
+        let fields: Vec<_> = err
+            .errors
+            .iter()
+            .map(|e| e.location.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ingress[0].from[0].ipBlock.cidr",
+                "spec.ingress[0].ports[0].port",
+                "spec.ingress[0].ports[1].protocol"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_namespace_gets_only_the_automatic_label() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: ghost}\n";
+        let cluster = load_one(text).unwrap();
+        let ns = cluster.inventory.namespace("ghost").unwrap();
+        assert!(ns.origin.is_none());
+        assert_eq!(ns.labels.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_objects_are_errors() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n";
+        let err = load_one(text).unwrap_err();
+        assert!(matches!(err.errors[0].problem, Problem::Duplicate { .. }));
+        assert_eq!(err.errors[0].location.document, 1);
+    }
+
+    #[test]
+    fn yaml_syntax_errors_name_the_document() {
+        let err = load_one("a: [1, 2\n").unwrap_err();
+        assert!(matches!(err.errors[0].problem, Problem::Yaml { .. }));
+    }
+}

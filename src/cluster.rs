@@ -1,0 +1,68 @@
+//! Loading and compiling for the offline commands, reporting errors and warnings on stderr.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use policy::{Classifier, Cluster};
+
+use crate::input::read_sources;
+
+/// A loaded and compiled cluster, and how long compiling took.
+pub struct Compiled {
+    pub classifier: Classifier,
+    pub compile_time: Duration,
+}
+
+impl Compiled {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        self.classifier.cluster()
+    }
+}
+
+/// The error a command exits with after loading failed; the details are already printed.
+#[derive(Debug)]
+pub struct InvalidManifests {
+    pub errors: usize,
+}
+
+impl std::fmt::Display for InvalidManifests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} error(s) in the manifests; nothing was compiled",
+            self.errors
+        )
+    }
+}
+
+impl std::error::Error for InvalidManifests {}
+
+pub fn load_and_compile(paths: &[PathBuf]) -> Result<Compiled> {
+    let sources = read_sources(paths)?;
+    let cluster = match policy::load(&sources) {
+        Ok(cluster) => cluster,
+        Err(rejected) => {
+            for w in &rejected.warnings {
+                eprintln!("warning: {w}");
+            }
+            for e in &rejected.errors {
+                eprintln!("error: {e}");
+            }
+            return Err(InvalidManifests {
+                errors: rejected.errors.len(),
+            }
+            .into());
+        }
+    };
+    for w in &cluster.warnings {
+        eprintln!("warning: {w}");
+    }
+    let start = Instant::now();
+    let classifier = Classifier::compile(Arc::new(cluster));
+    Ok(Compiled {
+        classifier,
+        compile_time: start.elapsed(),
+    })
+}

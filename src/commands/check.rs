@@ -1,0 +1,91 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cluster::load_and_compile;
+use crate::Output;
+
+pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
+    let compiled = load_and_compile(files)?;
+    let cluster = compiled.cluster();
+    let stats = compiled.classifier.stats();
+    let rules: usize = cluster
+        .policies
+        .iter()
+        .map(|p| p.ingress.len() + p.egress.len())
+        .sum();
+    let loaded_namespaces = cluster
+        .inventory
+        .namespaces
+        .iter()
+        .filter(|n| n.origin.is_some())
+        .count();
+    let peak_rss = peak_rss_bytes();
+    match output {
+        Output::Json => {
+            let summary = serde_json::json!({
+                "namespaces": loaded_namespaces,
+                "namespaces_referenced": cluster.inventory.namespaces.len(),
+                "pods": cluster.inventory.pods.len(),
+                "policies": cluster.policies.len(),
+                "rules": rules,
+                "warnings": cluster.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                "compile_seconds": compiled.compile_time.as_secs_f64(),
+                "classifier": stats,
+                "peak_rss_bytes": peak_rss,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Output::Text => {
+            println!(
+                "ok: {} namespaces ({} referenced), {} pods, {} NetworkPolicies with {} rules",
+                loaded_namespaces,
+                cluster.inventory.namespaces.len(),
+                cluster.inventory.pods.len(),
+                cluster.policies.len(),
+                rules
+            );
+            println!(
+                "compiled in {:.3} ms: {} endpoint tables, {} rule slots, {} pod groups, {} selector terms",
+                compiled.compile_time.as_secs_f64() * 1e3,
+                stats.tables,
+                stats.slots,
+                stats.pod_groups,
+                stats.selector_terms
+            );
+            print!("classifier memory: {}", human_bytes(stats.heap_bytes));
+            match peak_rss {
+                Some(rss) => println!(" (process peak RSS {})", human_bytes(rss)),
+                None => println!(),
+            }
+            if !cluster.warnings.is_empty() {
+                println!("{} warning(s) (on stderr)", cluster.warnings.len());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The process's peak resident memory (`VmHWM`), where the kernel reports it.
+fn peak_rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

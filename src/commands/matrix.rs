@@ -1,0 +1,204 @@
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Result};
+use policy::decision::Party;
+use policy::inventory::Protocol;
+use policy::netpol::PortSpec;
+use policy::probe::IpFamily;
+use policy::{Classifier, Cluster};
+
+use crate::cluster::load_and_compile;
+use crate::Output;
+
+pub fn run(
+    files: &[PathBuf],
+    port: Option<u16>,
+    protocol: Option<&str>,
+    family: Option<IpFamily>,
+    output: Output,
+) -> Result<ExitCode> {
+    let protocol = protocol
+        .map(|p| {
+            Protocol::from_kubernetes(p)
+                .ok_or_else(|| anyhow!("--protocol {p:?}: supported values: TCP, UDP, SCTP"))
+        })
+        .transpose()?;
+    let compiled = load_and_compile(files)?;
+    let classifier = &compiled.classifier;
+    let cluster = classifier.cluster();
+    let family = family.unwrap_or(IpFamily::IPv4);
+    let ports: Vec<(Protocol, u16)> = match port {
+        Some(port) => vec![(protocol.unwrap_or(Protocol::TCP), port)],
+        None => ports_named_by_policies(cluster, protocol),
+    };
+    let pods = pods_of_family(cluster, family);
+    if pods.is_empty() {
+        return Err(anyhow!(
+            "no pod in the manifests has an {family:?} address (status.podIPs)"
+        ));
+    }
+    let tables: Vec<Table> = ports
+        .iter()
+        .map(|&(protocol, port)| Table::compute(classifier, &pods, protocol, port))
+        .collect();
+    match output {
+        Output::Text => {
+            for (i, table) in tables.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", table.render(cluster, &pods, family));
+            }
+        }
+        Output::Json => {
+            let json: Vec<serde_json::Value> = tables
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "protocol": t.protocol.to_string(),
+                        "port": t.port,
+                        "ipFamily": family,
+                        "pods": pods.iter().map(|&(id, _)| cluster.inventory.pod(id).key()).collect::<Vec<_>>(),
+                        "allowed": t.allowed,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every (protocol, port) a policy names: numeric ports, both ends of ranges, and the numbers
+/// named ports stand for on the pods.
+fn ports_named_by_policies(cluster: &Cluster, only: Option<Protocol>) -> Vec<(Protocol, u16)> {
+    let mut ports = BTreeSet::new();
+    let rules = cluster
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress));
+    for port in rules.flat_map(|r| &r.ports) {
+        match &port.port {
+            PortSpec::Any => {}
+            PortSpec::Range { start, end } => {
+                ports.insert((port.protocol, *start));
+                ports.insert((port.protocol, *end));
+            }
+            PortSpec::Named(name) => {
+                for pod in &cluster.inventory.pods {
+                    if let Some(n) = pod.resolve_named_port(name, port.protocol) {
+                        ports.insert((port.protocol, n));
+                    }
+                }
+            }
+        }
+    }
+    let mut ports: Vec<_> = ports
+        .into_iter()
+        .filter(|(p, _)| only.is_none_or(|o| o == *p))
+        .collect();
+    if ports.is_empty() {
+        ports.push((only.unwrap_or(Protocol::TCP), 80));
+    }
+    ports
+}
+
+fn pods_of_family(cluster: &Cluster, family: IpFamily) -> Vec<(u32, std::net::IpAddr)> {
+    let mut pods: Vec<(u32, std::net::IpAddr)> = cluster
+        .inventory
+        .pod_ids()
+        .filter(|&id| cluster.inventory.pod(id).is_policy_endpoint())
+        .filter_map(|id| {
+            let ip = cluster
+                .inventory
+                .pod(id)
+                .ips
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == (family == IpFamily::IPv4))?;
+            Some((id, ip))
+        })
+        .collect();
+    pods.sort_by_key(|&(id, _)| cluster.inventory.pod(id).key());
+    pods
+}
+
+struct Table {
+    protocol: Protocol,
+    port: u16,
+    allowed: Vec<Vec<bool>>,
+}
+
+impl Table {
+    fn compute(
+        classifier: &Classifier,
+        pods: &[(u32, std::net::IpAddr)],
+        protocol: Protocol,
+        port: u16,
+    ) -> Table {
+        let allowed = pods
+            .iter()
+            .map(|&(from, from_ip)| {
+                pods.iter()
+                    .map(|&(to, to_ip)| {
+                        classifier
+                            .connection(
+                                Party::Pod {
+                                    pod: from,
+                                    address: from_ip,
+                                },
+                                Party::Pod {
+                                    pod: to,
+                                    address: to_ip,
+                                },
+                                protocol,
+                                port,
+                            )
+                            .allowed()
+                    })
+                    .collect()
+            })
+            .collect();
+        Table {
+            protocol,
+            port,
+            allowed,
+        }
+    }
+
+    fn render(
+        &self,
+        cluster: &Cluster,
+        pods: &[(u32, std::net::IpAddr)],
+        family: IpFamily,
+    ) -> String {
+        let names: Vec<String> = pods
+            .iter()
+            .map(|&(id, _)| cluster.inventory.pod(id).key())
+            .collect();
+        let width = names.iter().map(String::len).max().unwrap_or(1).max(1);
+        let denied: usize = self.allowed.iter().flatten().filter(|a| !**a).count();
+        let mut out = format!(
+            "{}/{} ({family:?}): {} of {} connections denied ('.' allowed, 'X' denied; rows: from, columns: to)\n",
+            self.protocol,
+            self.port,
+            denied,
+            names.len() * names.len()
+        );
+        out.push_str(&format!("{:width$}", "-"));
+        for name in &names {
+            out.push_str(&format!(" {name:>width$}"));
+        }
+        out.push('\n');
+        for (name, row) in names.iter().zip(&self.allowed) {
+            out.push_str(&format!("{name:width$}"));
+            for &allowed in row {
+                out.push_str(&format!(" {:>width$}", if allowed { "." } else { "X" }));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,199 @@
+//! The `podwall` command: wiring only. Policy logic lives in the `policy` crate.
+
+mod cluster;
+mod commands;
+mod input;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// podwall — Kubernetes NetworkPolicy, compiled and explained.
+///
+/// Reads manifests exactly as `kubectl get -o yaml` writes them (Namespaces, Pods,
+/// NetworkPolicies; multi-document files, `kind: List`, directories, `-` for stdin) and answers
+/// what they allow, and why, before a cluster ever runs them.
+#[derive(Parser)]
+#[command(name = "podwall", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// For machines.
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Family {
+    #[value(name = "IPv4", alias = "ipv4")]
+    V4,
+    #[value(name = "IPv6", alias = "ipv6")]
+    V6,
+}
+
+impl From<Family> for policy::probe::IpFamily {
+    fn from(f: Family) -> Self {
+        match f {
+            Family::V4 => policy::probe::IpFamily::IPv4,
+            Family::V6 => policy::probe::IpFamily::IPv6,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load, validate and compile manifests; print a summary or every error.
+    ///
+    /// Exit status 1 when any manifest is invalid. Every error names the file, the YAML
+    /// document, the object and the field.
+    ///
+    /// Example:
+    ///   kubectl get pods,namespaces,networkpolicies -A -o yaml | podwall check -f -
+    ///   podwall check -f cluster/ -f policies.yaml
+    #[command(verbatim_doc_comment)]
+    Check {
+        /// Manifest file, directory, or `-` for standard input (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Explain the verdict for one connection: each side's policies and deciding rules.
+    ///
+    /// A connection is allowed when the source's egress and the destination's ingress both
+    /// allow it. For an address that is not a pod, only the pod side applies.
+    ///
+    /// Example:
+    ///   podwall explain -f cluster.yaml -f policies.yaml --from x/a --to y/b --port 80
+    ///   podwall explain -f all.yaml --from 172.17.0.5 --to default/db --protocol TCP --port 5432
+    #[command(verbatim_doc_comment)]
+    Explain {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Source: `namespace/pod` or an IP address.
+        #[arg(long)]
+        from: String,
+        /// Destination: `namespace/pod` or an IP address.
+        #[arg(long)]
+        to: String,
+        /// TCP, UDP or SCTP.
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+        /// Destination port.
+        #[arg(long)]
+        port: u16,
+        /// Address family to use for dual-stack pods (default: IPv4 where both have it).
+        #[arg(long, value_enum)]
+        ip_family: Option<Family>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print the pod × pod reachability table ('.' allowed, 'X' denied; rows are sources).
+    ///
+    /// Without --port, one table for every port the policies name (80/TCP if none).
+    ///
+    /// Example:
+    ///   podwall matrix -f cluster.yaml -f policies.yaml --port 80
+    ///   podwall matrix -f all.yaml --protocol UDP --port 53 --output json
+    #[command(verbatim_doc_comment)]
+    Matrix {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// TCP, UDP or SCTP (with --port; default TCP).
+        #[arg(long)]
+        protocol: Option<String>,
+        #[arg(long, value_enum)]
+        ip_family: Option<Family>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Policy unit tests: check expected verdicts; exit 1 on any mismatch.
+    ///
+    /// PROBES.yaml is a list of probes:
+    ///   - {from: x/a, to: y/b, protocol: TCP, port: 80, allowed: false}
+    ///   - {from: 10.0.0.7, to: y/b, port: 81, allowed: true, ipFamily: IPv4}
+    ///
+    /// Each mismatch is printed with its explanation, then `N passed, N failed`.
+    ///
+    /// Example:
+    ///   podwall test -f cluster.yaml -f policies.yaml --expect probes.yaml
+    #[command(verbatim_doc_comment)]
+    Test {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The probes file.
+        #[arg(long)]
+        expect: PathBuf,
+        /// json: one object per probe on stdout; the summary line goes to stderr.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODWALL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let result = match Cli::parse().command {
+        Command::Check { files, output } => commands::check::run(&files, output),
+        Command::Explain {
+            files,
+            from,
+            to,
+            protocol,
+            port,
+            ip_family,
+            output,
+        } => commands::explain::run(
+            &files,
+            &from,
+            &to,
+            &protocol,
+            port,
+            ip_family.map(Into::into),
+            output,
+        ),
+        Command::Matrix {
+            files,
+            port,
+            protocol,
+            ip_family,
+            output,
+        } => commands::matrix::run(
+            &files,
+            port,
+            protocol.as_deref(),
+            ip_family.map(Into::into),
+            output,
+        ),
+        Command::Test {
+            files,
+            expect,
+            output,
+        } => commands::test::run(&files, &expect, output),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<cluster::InvalidManifests>().is_none() {
+                eprintln!("error: {e:#}");
+            } else {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
