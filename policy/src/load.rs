@@ -115,6 +115,22 @@ impl Loader {
     }
 
     fn object(&mut self, value: Value, mut at: Location) {
+        if !value.is_mapping() {
+            let found = match value {
+                Value::Sequence(_) => "a list",
+                Value::String(_) => "a string",
+                _ => "a scalar",
+            };
+            self.diags.error(
+                at,
+                Problem::Schema {
+                    message: format!(
+                        "expected a Kubernetes object (a mapping with apiVersion and kind), found {found}"
+                    ),
+                },
+            );
+            return;
+        }
         let api_version = value
             .get("apiVersion")
             .and_then(Value::as_str)
@@ -255,6 +271,7 @@ impl Loader {
 }
 
 fn object_label(kind: &str, value: &Value) -> String {
+    let kind = if kind.is_empty() { "object" } else { kind };
     let meta = value.get("metadata");
     let name = meta
         .and_then(|m| m.get("name"))
@@ -380,6 +397,12 @@ spec:
         let err = load_one(text).unwrap_err();
         assert!(matches!(err.errors[0].problem, Problem::Duplicate { .. }));
         assert_eq!(err.errors[0].location.document, 1);
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_an_error() {
+        let err = load_one("- {from: x/a, to: y/b, port: 80, allowed: true}\n").unwrap_err();
+        assert!(err.errors[0].to_string().contains("found a list"), "{}", err.errors[0]);
     }
 
     #[test]
