@@ -39,16 +39,40 @@ impl std::fmt::Display for InvalidManifests {
 
 impl std::error::Error for InvalidManifests {}
 
+/// How load problems are reported: as text lines on stderr, or as one JSON document on stdout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Text,
+    Json,
+}
+
 pub fn load_and_compile(paths: &[PathBuf]) -> Result<Compiled> {
+    load_and_compile_reporting(paths, Report::Text)
+}
+
+pub fn load_and_compile_reporting(paths: &[PathBuf], report: Report) -> Result<Compiled> {
     let sources = read_sources(paths)?;
     let cluster = match policy::load(&sources) {
         Ok(cluster) => cluster,
         Err(rejected) => {
-            for w in &rejected.warnings {
-                eprintln!("warning: {w}");
-            }
-            for e in &rejected.errors {
-                eprintln!("error: {e}");
+            match report {
+                Report::Text => {
+                    for w in &rejected.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    for e in &rejected.errors {
+                        eprintln!("error: {e}");
+                    }
+                }
+                Report::Json => {
+                    let entry = |location: &policy::Location, message: String| serde_json::json!({"location": location, "message": message});
+                    let doc = serde_json::json!({
+                        "valid": false,
+                        "errors": rejected.errors.iter().map(|e| entry(&e.location, e.problem.to_string())).collect::<Vec<_>>(),
+                        "warnings": rejected.warnings.iter().map(|w| entry(&w.location, w.message.clone())).collect::<Vec<_>>(),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                }
             }
             return Err(InvalidManifests {
                 errors: rejected.errors.len(),
@@ -56,8 +80,10 @@ pub fn load_and_compile(paths: &[PathBuf]) -> Result<Compiled> {
             .into());
         }
     };
-    for w in &cluster.warnings {
-        eprintln!("warning: {w}");
+    if report == Report::Text {
+        for w in &cluster.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     let start = Instant::now();
     let classifier = Classifier::compile(Arc::new(cluster));

@@ -56,7 +56,10 @@ fn check_summarises_a_valid_cluster() {
     let out = podwall(&["check", "-f", &manifests()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("4 pods, 7 NetworkPolicies with 7 rules"), "{stdout}");
+    assert!(
+        stdout.contains("4 pods, 7 NetworkPolicies with 7 rules"),
+        "{stdout}"
+    );
     assert!(stdout.contains("compiled in"), "{stdout}");
     assert!(stdout.contains("classifier memory"), "{stdout}");
 }
@@ -84,7 +87,9 @@ fn check_reports_every_error_with_its_location_and_fails() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("bad.yaml: document 0: NetworkPolicy x/p: spec.ingress[0].from[0].ipBlock.except[0]"),
+        stderr.contains(
+            "bad.yaml: document 0: NetworkPolicy x/p: spec.ingress[0].from[0].ipBlock.except[0]"
+        ),
         "{stderr}"
     );
     assert!(
@@ -92,6 +97,28 @@ fn check_reports_every_error_with_its_location_and_fails() {
         "{stderr}"
     );
     assert!(stderr.contains("2 error(s)"), "{stderr}");
+}
+
+#[test]
+fn check_json_reports_errors_as_data() {
+    let bad = temp_file(
+        "bad-json.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: tcp}\n",
+    );
+    let out = podwall(&["check", "-f", bad.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], false);
+    let error = &doc["errors"][0];
+    assert_eq!(
+        error["location"]["field"],
+        "spec.ingress[0].ports[0].protocol"
+    );
+    assert_eq!(error["location"]["object"], "NetworkPolicy x/p");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Unsupported value: \"tcp\""));
 }
 
 #[test]
@@ -103,20 +130,33 @@ fn other_kinds_are_skipped_with_one_line_each() {
     let out = podwall(&["check", "-f", file.to_str().unwrap()]);
     assert!(out.status.success());
     let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().filter(|l| l.contains("skipped")).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("skipped")).count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("Service shop/web"), "{stderr}");
 }
 
 #[test]
 fn explain_names_the_deciding_policy_and_rule() {
     let out = podwall(&[
-        "explain", "-f", &manifests(), "--from", "203.0.113.7", "--to", "shop/frontend", "--port", "80",
+        "explain",
+        "-f",
+        &manifests(),
+        "--from",
+        "203.0.113.7",
+        "--to",
+        "shop/frontend",
+        "--port",
+        "80",
     ]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert!(stdout.contains("ALLOWED"), "{stdout}");
     assert!(
-        stdout.contains("allowed by NetworkPolicy shop/frontend") && stdout.contains("rule spec.ingress[0]"),
+        stdout.contains("allowed by NetworkPolicy shop/frontend")
+            && stdout.contains("rule spec.ingress[0]"),
         "{stdout}"
     );
     assert!(stdout.contains("not a pod"), "{stdout}");
@@ -125,8 +165,17 @@ fn explain_names_the_deciding_policy_and_rule() {
 #[test]
 fn explain_json_lists_the_isolating_policies_of_a_deny() {
     let out = podwall(&[
-        "explain", "-f", &manifests(), "--from", "shop/frontend", "--to", "data/postgres", "--port", "5432",
-        "--output", "json",
+        "explain",
+        "-f",
+        &manifests(),
+        "--from",
+        "shop/frontend",
+        "--to",
+        "data/postgres",
+        "--port",
+        "5432",
+        "--output",
+        "json",
     ]);
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["allowed"], false);
@@ -142,19 +191,50 @@ fn explain_json_lists_the_isolating_policies_of_a_deny() {
 
 #[test]
 fn explain_rejects_an_unknown_pod_by_name() {
-    let out = podwall(&["explain", "-f", &manifests(), "--from", "shop/nope", "--to", "data/postgres", "--port", "1"]);
+    let out = podwall(&[
+        "explain",
+        "-f",
+        &manifests(),
+        "--from",
+        "shop/nope",
+        "--to",
+        "data/postgres",
+        "--port",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("there is no pod shop/nope"));
 }
 
 #[test]
 fn matrix_json_is_the_pod_by_pod_table() {
-    let out = podwall(&["matrix", "-f", &manifests(), "--port", "5432", "--output", "json"]);
+    let out = podwall(&[
+        "matrix",
+        "-f",
+        &manifests(),
+        "--port",
+        "5432",
+        "--output",
+        "json",
+    ]);
     assert!(out.status.success());
     let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let table = &tables[0];
-    let pods: Vec<&str> = table["pods"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert_eq!(pods, ["data/postgres", "kube-system/coredns", "shop/backend", "shop/frontend"]);
+    let pods: Vec<&str> = table["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            "data/postgres",
+            "kube-system/coredns",
+            "shop/backend",
+            "shop/frontend"
+        ]
+    );
     let allowed = |from: usize, to: usize| table["allowed"][from][to].as_bool().unwrap();
     assert!(allowed(2, 0), "backend reaches postgres");
     assert!(!allowed(3, 0), "frontend does not reach postgres");
@@ -165,14 +245,23 @@ fn matrix_json_is_the_pod_by_pod_table() {
 fn matrix_text_marks_allowed_and_denied() {
     let out = podwall(&["matrix", "-f", &manifests(), "--port", "8080"]);
     let stdout = text(&out.stdout);
-    let row = stdout.lines().find(|l| l.starts_with("shop/frontend")).unwrap();
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("shop/frontend"))
+        .unwrap();
     let marks: Vec<&str> = row.split_whitespace().skip(1).collect();
     assert_eq!(marks, ["X", "X", ".", "."], "{stdout}");
 }
 
 #[test]
 fn test_passes_the_example_probes() {
-    let out = podwall(&["test", "-f", &manifests(), "--expect", example("probes.yaml").to_str().unwrap()]);
+    let out = podwall(&[
+        "test",
+        "-f",
+        &manifests(),
+        "--expect",
+        example("probes.yaml").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(text(&out.stdout).trim(), "18 passed, 0 failed");
 }
@@ -183,18 +272,36 @@ fn test_prints_each_mismatch_with_its_explanation_and_fails() {
         "wrong.yaml",
         "- {from: shop/frontend, to: data/postgres, protocol: TCP, port: 5432, allowed: true}\n- {from: shop/backend, to: data/postgres, port: 5432, allowed: true}\n",
     );
-    let out = podwall(&["test", "-f", &manifests(), "--expect", probes.to_str().unwrap()]);
+    let out = podwall(&[
+        "test",
+        "-f",
+        &manifests(),
+        "--expect",
+        probes.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("MISMATCH shop/frontend -> data/postgres TCP/5432: expected allowed, policy says denied"), "{stdout}");
-    assert!(stdout.contains("isolated for ingress by NetworkPolicy data/default-deny"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("1 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("isolated for ingress by NetworkPolicy data/default-deny"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 1 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn test_json_has_one_object_per_probe() {
     let out = podwall(&[
-        "test", "-f", &manifests(), "--expect", example("probes.yaml").to_str().unwrap(), "--output", "json",
+        "test",
+        "-f",
+        &manifests(),
+        "--expect",
+        example("probes.yaml").to_str().unwrap(),
+        "--output",
+        "json",
     ]);
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = text(&out.stdout)
@@ -208,14 +315,30 @@ fn test_json_has_one_object_per_probe() {
         .unwrap();
     assert_eq!(backend_to_db["expected"], true);
     assert_eq!(backend_to_db["actual"], true);
-    assert_eq!(backend_to_db["deciding_policies"], serde_json::json!(["shop/backend", "data/postgres"]));
+    assert_eq!(
+        backend_to_db["deciding_policies"],
+        serde_json::json!(["shop/backend", "data/postgres"])
+    );
     assert_eq!(text(&out.stderr).trim(), "18 passed, 0 failed");
 }
 
 #[test]
 fn probes_that_name_unknown_pods_are_errors_naming_the_probe() {
-    let probes = temp_file("unknown.yaml", "- {from: shop/frontend, to: y/b, port: 80, allowed: true}\n");
-    let out = podwall(&["test", "-f", &manifests(), "--expect", probes.to_str().unwrap()]);
+    let probes = temp_file(
+        "unknown.yaml",
+        "- {from: shop/frontend, to: y/b, port: 80, allowed: true}\n",
+    );
+    let out = podwall(&[
+        "test",
+        "-f",
+        &manifests(),
+        "--expect",
+        probes.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown.yaml: [0]: there is no pod y/b"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown.yaml: [0]: there is no pod y/b"),
+        "{}",
+        text(&out.stderr)
+    );
 }

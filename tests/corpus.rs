@@ -26,7 +26,9 @@ fn cluster_file(corpus: &Path, case: &Path) -> PathBuf {
 }
 
 fn run_corpus(name: &str) -> Vec<CaseRun> {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name);
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
         .unwrap_or_else(|e| panic!("{}: {e}", corpus.display()))
         .map(|e| e.unwrap().path())
@@ -74,7 +76,12 @@ fn assert_all_pass(name: &str, min_cases: usize, min_probes: usize) {
         .filter(|r| !r.success || r.failed > 0 || r.passed == 0)
         .map(|r| format!("== {}\n{}", r.case.display(), r.output))
         .collect();
-    assert!(bad.is_empty(), "{} failing case(s):\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} failing case(s):\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     let probes: usize = runs.iter().map(|r| r.passed).sum();
     assert!(
         runs.len() >= min_cases && probes >= min_probes,

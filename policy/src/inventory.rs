@@ -141,12 +141,15 @@ impl Inventory {
             .enumerate()
             .map(|(i, p)| ((p.namespace.clone(), p.name.clone()), i as PodId))
             .collect();
-        let address_index = pods
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_policy_endpoint())
-            .flat_map(|(i, p)| p.ips.iter().map(move |ip| (*ip, i as PodId)))
-            .collect();
+        // The first pod listed keeps a shared address (the loader warns about the others).
+        let mut address_index = HashMap::new();
+        for (i, pod) in pods.iter().enumerate() {
+            if pod.is_policy_endpoint() {
+                for ip in &pod.ips {
+                    address_index.entry(*ip).or_insert(i as PodId);
+                }
+            }
+        }
         Inventory {
             namespaces,
             pods,

@@ -467,7 +467,7 @@ pub fn parse_cidr(value: &str, at: &Location, diags: &mut Diagnostics) -> Option
         diags.warn(
             at.clone(),
             format!(
-                "CIDR {value:?} has host bits set; it is treated as {masked} (the API server does the same)"
+                "CIDR value {value:?} is ambiguous in this context (should be \"{masked}\" or \"{addr}/{max}\"?): it has host bits set, and like the API server podwall treats it as {masked}"
             ),
         );
     }
@@ -475,31 +475,31 @@ pub fn parse_cidr(value: &str, at: &Location, diags: &mut Diagnostics) -> Option
 }
 
 fn ip_block_from(raw: &RawIpBlock, at: &Location, diags: &mut Diagnostics) -> Option<IpBlock> {
-    let cidr = parse_cidr(&raw.cidr, &at.at(format!("{}.cidr", at.field)), diags);
+    // Like the API server, an unparsable cidr ends the block's validation: its except entries
+    // cannot be judged against it.
+    let cidr = parse_cidr(&raw.cidr, &at.at(format!("{}.cidr", at.field)), diags)?;
     let mut except = Vec::new();
     for (k, e) in raw.except.iter().flatten().enumerate() {
         let here = at.at(format!("{}.except[{k}]", at.field));
         let Some(e_net) = parse_cidr(e, &here, diags) else {
             continue;
         };
-        if let Some(c) = cidr {
-            let inside = c.is_ipv4() == e_net.is_ipv4()
-                && e_net.prefix() > c.prefix()
-                && c.contains(e_net.network());
-            if !inside {
-                diags.error(
-                    here,
-                    Problem::ExceptNotInCidr {
-                        except: e.clone(),
-                        cidr: raw.cidr.clone(),
-                    },
-                );
-                continue;
-            }
+        let inside = cidr.is_ipv4() == e_net.is_ipv4()
+            && e_net.prefix() > cidr.prefix()
+            && cidr.contains(e_net.network());
+        if !inside {
+            diags.error(
+                here,
+                Problem::ExceptNotInCidr {
+                    except: e.clone(),
+                    cidr: raw.cidr.clone(),
+                },
+            );
+            continue;
         }
         except.push(e_net);
     }
-    cidr.map(|cidr| IpBlock { cidr, except })
+    Some(IpBlock { cidr, except })
 }
 
 fn port_from(raw: &RawPort, at: &Location, diags: &mut Diagnostics) -> Option<PortMatch> {

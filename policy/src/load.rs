@@ -392,6 +392,18 @@ spec:
     }
 
     #[test]
+    fn a_shared_pod_address_belongs_to_the_first_pod_with_a_warning() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x}\nstatus: {podIP: 10.0.0.1}\n";
+        let cluster = load_one(text).unwrap();
+        let owner = cluster
+            .inventory
+            .pod_by_address("10.0.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(cluster.inventory.pod(owner).name, "a");
+        assert!(cluster.warnings[0].message.contains("also used by pod x/a"));
+    }
+
+    #[test]
     fn duplicate_objects_are_errors() {
         let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n";
         let err = load_one(text).unwrap_err();
@@ -402,7 +414,11 @@ spec:
     #[test]
     fn a_document_that_is_not_an_object_is_an_error() {
         let err = load_one("- {from: x/a, to: y/b, port: 80, allowed: true}\n").unwrap_err();
-        assert!(err.errors[0].to_string().contains("found a list"), "{}", err.errors[0]);
+        assert!(
+            err.errors[0].to_string().contains("found a list"),
+            "{}",
+            err.errors[0]
+        );
     }
 
     #[test]

@@ -135,9 +135,10 @@ pub fn validate_selector(
 ) -> LabelSelector {
     let mut requirements = Vec::new();
     for (key, value) in raw.match_labels.iter().flatten() {
-        let path = format!("{}.matchLabels", at.field);
-        check_label_key(key, &at.at(&path), diags);
-        check_label_value(value, &at.at(format!("{path}[{key}]")), diags);
+        // The API server reports both key and value problems on `matchLabels` itself.
+        let path = at.at(format!("{}.matchLabels", at.field));
+        check_label_key(key, &path, diags);
+        check_label_value(value, &path, diags);
         requirements.push(Requirement::In(
             key.clone(),
             BTreeSet::from([value.clone()]),
@@ -186,9 +187,10 @@ pub fn validate_selector(
             other => {
                 diags.error(
                     at.at(format!("{path}.operator")),
-                    Problem::Unsupported {
+                    Problem::InvalidName {
                         value: other.to_string(),
-                        supported: "\"In\", \"NotIn\", \"Exists\", \"DoesNotExist\"",
+                        reason: "not a valid selector operator (In, NotIn, Exists, DoesNotExist)"
+                            .into(),
                     },
                 );
                 continue;

@@ -3,11 +3,15 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cluster::load_and_compile;
+use crate::cluster::{load_and_compile_reporting, Report};
 use crate::Output;
 
 pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
-    let compiled = load_and_compile(files)?;
+    let report = match output {
+        Output::Text => Report::Text,
+        Output::Json => Report::Json,
+    };
+    let compiled = load_and_compile_reporting(files, report)?;
     let cluster = compiled.cluster();
     let stats = compiled.classifier.stats();
     let rules: usize = cluster
@@ -25,6 +29,7 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
     match output {
         Output::Json => {
             let summary = serde_json::json!({
+                "valid": true,
                 "namespaces": loaded_namespaces,
                 "namespaces_referenced": cluster.inventory.namespaces.len(),
                 "pods": cluster.inventory.pods.len(),
