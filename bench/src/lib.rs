@@ -1,1 +1,19 @@
-//! Workload generators shared by the benchmarks.
+//! Workload generators shared by the benchmarks (`benches/`): deterministic clusters built
+//! directly as `policy` model values (no YAML), shaped like real multi-tenant clusters.
+//!
+//! - [`decide_workload`]: one endpoint that exactly N ingress rules apply to, in a cluster of
+//!   many pods, with lookup keys whose answers are known and checked against
+//!   [`policy::reference`] before anything is timed.
+//! - [`compile_workload`]: many policies over many pods, for timing `Classifier::compile`.
+//!
+//! Nothing here is timed; it only builds inputs. Randomness comes from a seeded [`rng::Rng`],
+//! so every run measures the same cluster.
+
+pub mod compile;
+pub mod decide;
+mod model;
+pub mod names;
+pub mod rng;
+
+pub use compile::compile_workload;
+pub use decide::{decide_workload, DecideWorkload, Key, KeyClass, Lookup};

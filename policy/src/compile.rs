@@ -3,13 +3,15 @@
 //! satisfy, and each endpoint class gets a table of dimension classes.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::classifier::bitset::SlotSet;
 use crate::classifier::intervals::ClassInterner;
 use crate::classifier::lpm::{block_ranges, AddressMap, AddressRange};
 use crate::classifier::ports::{PortMap, PortRange};
-use crate::classifier::{rank, ClassSets, Classifier, Table, ADDRESS, NO_TABLE, POD, PORT};
+use crate::classifier::{
+    AddressFirst, Classifier, GroupFirst, MixedSlot, PortClass, Table, NONE, NO_TABLE,
+};
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
 use crate::load::Cluster;
@@ -368,14 +370,18 @@ impl<'a> Compiler<'a> {
             groups.dedup();
         }
 
-        let mut group_by_address = ahash::AHashMap::new();
+        let mut group_by_v4 = rustc_hash::FxHashMap::default();
+        let mut group_by_v6 = rustc_hash::FxHashMap::default();
         for id in inventory.pod_ids() {
             let pod = inventory.pod(id);
             if pod.is_policy_endpoint() {
+                let group = group_of_pod[id as usize];
                 for ip in &pod.ips {
-                    group_by_address
-                        .entry(*ip)
-                        .or_insert(group_of_pod[id as usize]);
+                    // The first pod listed keeps a shared address, as in the inventory.
+                    match ip {
+                        IpAddr::V4(a) => group_by_v4.entry(u32::from(*a)).or_insert(group),
+                        IpAddr::V6(a) => group_by_v6.entry(u128::from(*a)).or_insert(group),
+                    };
                 }
             }
         }
@@ -415,7 +421,7 @@ impl<'a> Compiler<'a> {
                     .collect();
                 let key = (direction, policies.clone(), resolved);
                 let id = *table_ids.entry(key).or_insert_with(|| {
-                    tables.push(builder.build(direction, policies, pod as PodId));
+                    tables.push(builder.build(policies, direction, pod as PodId));
                     tables.len() as u32 - 1
                 });
                 tables_of_pod[pod][direction.index()] = id;
@@ -424,7 +430,8 @@ impl<'a> Compiler<'a> {
 
         Classifier {
             cluster: cluster_arc,
-            group_by_address,
+            group_by_v4,
+            group_by_v6,
             tables_of_pod,
             tables,
             pod_groups: group_signatures.len(),
@@ -466,15 +473,16 @@ impl TableBuilder<'_> {
 
     /// The table for endpoints selected by `policies`, with `representative` resolving named
     /// ports (every pod of the class resolves them alike).
-    fn build(&self, direction: Direction, policies: &[u32], representative: PodId) -> Table {
+    fn build(&self, policies: &[u32], direction: Direction, representative: PodId) -> Table {
         let endpoint = self.inventory.pod(representative);
         let mut slots: Vec<RuleRef> = Vec::new();
-        let mut families: Vec<u8> = Vec::new();
-        let mut always = None;
-        let mut all_pods_slots: Vec<u32> = Vec::new();
-        let mut group_slots: HashMap<u32, Vec<u32>> = HashMap::new();
-        let mut address_ranges: Vec<(AddressRange, u32)> = Vec::new();
-        let mut port_ranges: Vec<(PortRange, u32)> = Vec::new();
+        let mut always = NONE;
+        let mut pods_only = GroupFirstBuilder::default();
+        let mut address_only: Vec<(AddressRange, u32)> = Vec::new();
+        let mut with_ports: Vec<(PortRange, u32)> = Vec::new();
+        // Per slot that has a port condition: its peer condition.
+        let mut peer_of_port_slot: HashMap<u32, PeerCondition> = HashMap::new();
+        let mut mixed: Vec<MixedSlot> = Vec::new();
 
         for &policy in policies {
             for fragment in &self.fragments[policy as usize][direction.index()] {
@@ -502,80 +510,90 @@ impl TableBuilder<'_> {
                     direction,
                     rule: fragment.rule,
                 });
-                let mut family = 0;
-                match &fragment.pods {
-                    PodPart::Any => {}
-                    PodPart::AllPods => {
-                        family |= POD;
-                        all_pods_slots.push(slot);
+                let groups: Option<Option<Vec<u32>>> = match &fragment.pods {
+                    PodPart::Any => None,
+                    PodPart::AllPods => Some(None),
+                    PodPart::Atoms(atoms) => Some(Some(self.groups_satisfying(atoms).collect())),
+                };
+                match (groups, &fragment.addresses, ports) {
+                    (None, None, None) => always = always.min(slot),
+                    (Some(groups), None, None) => pods_only.add(slot, groups.as_deref()),
+                    (None, Some(ranges), None) => {
+                        address_only.extend(ranges.iter().map(|&r| (r, slot)))
                     }
-                    PodPart::Atoms(atoms) => {
-                        family |= POD;
-                        for group in self.groups_satisfying(atoms) {
-                            group_slots.entry(group).or_default().push(slot);
-                        }
+                    (None, None, Some(ports)) => {
+                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
+                        peer_of_port_slot.insert(slot, PeerCondition::Any);
+                    }
+                    (Some(groups), None, Some(ports)) => {
+                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
+                        peer_of_port_slot.insert(slot, PeerCondition::Pods(groups));
+                    }
+                    (None, Some(ranges), Some(ports)) => {
+                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
+                        peer_of_port_slot.insert(slot, PeerCondition::Addresses(ranges.clone()));
+                    }
+                    (Some(groups), Some(ranges), ports) => {
+                        let mut groups = match groups {
+                            Some(groups) => groups,
+                            None => (0..self.group_signatures.len() as u32).collect(),
+                        };
+                        groups.sort_unstable();
+                        mixed.push(MixedSlot {
+                            slot,
+                            groups: groups.into(),
+                            ranges: ranges.clone().into(),
+                            ports: ports.map(Into::into),
+                        });
                     }
                 }
-                if let Some(ranges) = &fragment.addresses {
-                    family |= ADDRESS;
-                    address_ranges.extend(ranges.iter().map(|&r| (r, slot)));
-                }
-                if let Some(ports) = ports {
-                    family |= PORT;
-                    port_ranges.extend(ports.into_iter().map(|r| (r, slot)));
-                }
-                if family == 0 && always.is_none() {
-                    always = Some(slot);
-                }
-                families.push(family);
             }
         }
 
-        let universe = slots.len() as u32;
-        let split = |classes: Vec<Vec<u32>>, dimension: u8| -> Vec<ClassSets> {
-            classes
+        let ports = (!with_ports.is_empty()).then(|| {
+            let mut interner = ClassInterner::default();
+            let map = PortMap::build(&with_ports, &mut interner);
+            let classes: Vec<PortClass> = interner
+                .into_classes()
                 .into_iter()
                 .map(|class| {
-                    let mut by_rank: [Vec<u32>; 4] = Default::default();
+                    let mut any_peer = NONE;
+                    let mut pods = GroupFirstBuilder::default();
+                    let mut addresses: Vec<(AddressRange, u32)> = Vec::new();
                     for slot in class {
-                        let family = families[slot as usize];
-                        if family & dimension != 0 {
-                            by_rank[rank(family, dimension)].push(slot);
+                        match &peer_of_port_slot[&slot] {
+                            PeerCondition::Any => any_peer = any_peer.min(slot),
+                            PeerCondition::Pods(groups) => pods.add(slot, groups.as_deref()),
+                            PeerCondition::Addresses(ranges) => {
+                                addresses.extend(ranges.iter().map(|&r| (r, slot)))
+                            }
                         }
                     }
-                    by_rank.map(|s| SlotSet::from_sorted(&s, universe))
+                    PortClass {
+                        any_peer,
+                        pods: pods.finish(),
+                        addresses: address_first(&addresses),
+                    }
                 })
-                .collect()
-        };
+                .collect();
+            (map, classes)
+        });
 
-        let mut pod_interner = ClassInterner::default();
-        let default_pod_class = pod_interner.intern(all_pods_slots.clone());
-        let non_pod_class = pod_interner.intern(Vec::new());
-        let mut pod_class_by_group = ahash::AHashMap::with_capacity(group_slots.len());
-        for (group, own) in group_slots {
-            let mut merged: Vec<u32> = all_pods_slots.iter().copied().chain(own).collect();
-            merged.sort_unstable();
-            merged.dedup();
-            pod_class_by_group.insert(group, pod_interner.intern(merged));
-        }
-        let mut address_interner = ClassInterner::default();
-        let addresses = AddressMap::build(&address_ranges, &mut address_interner);
-        let mut port_interner = ClassInterner::default();
-        let ports = PortMap::build(&port_ranges, &mut port_interner);
-
+        let pods = pods_only.finish();
+        let needs_group = pods.is_some()
+            || !mixed.is_empty()
+            || ports
+                .as_ref()
+                .is_some_and(|(_, classes)| classes.iter().any(|c| c.pods.is_some()));
         Table {
             policies: policies.to_vec(),
-            always,
-            families: families.iter().fold(0u8, |acc, &f| acc | 1 << f) & !1,
-            pod_class_by_group,
-            default_pod_class,
-            non_pod_class,
-            pod_classes: split(pod_interner.into_classes(), POD),
-            addresses,
-            address_classes: split(address_interner.into_classes(), ADDRESS),
-            ports,
-            port_classes: split(port_interner.into_classes(), PORT),
             slots,
+            always,
+            pods,
+            addresses: address_first(&address_only),
+            ports,
+            mixed,
+            needs_group,
         }
     }
 
@@ -595,4 +613,57 @@ impl TableBuilder<'_> {
                 atoms.iter().all(|a| sig.binary_search(a).is_ok())
             })
     }
+}
+
+/// What a port-constrained slot requires of the peer.
+enum PeerCondition {
+    Any,
+    /// `None`: any pod; `Some`: pods of these groups.
+    Pods(Option<Vec<u32>>),
+    Addresses(Vec<AddressRange>),
+}
+
+/// Collects, per pod group, the first slot the group satisfies.
+#[derive(Default)]
+struct GroupFirstBuilder {
+    first: GroupFirst,
+    any: bool,
+}
+
+impl GroupFirstBuilder {
+    /// Slots must be added in increasing order; `groups` `None` means every pod.
+    fn add(&mut self, slot: u32, groups: Option<&[u32]>) {
+        self.any = true;
+        match groups {
+            None => self.first.all_pods = self.first.all_pods.min(slot),
+            Some(groups) => {
+                // A group already past an all-pods slot gains nothing from later slots.
+                if slot > self.first.all_pods {
+                    return;
+                }
+                for &g in groups {
+                    self.first.by_group.entry(g).or_insert(slot);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Option<GroupFirst> {
+        self.any.then_some(self.first)
+    }
+}
+
+/// The first slot for every address class of `ranges`, if there are any.
+fn address_first(ranges: &[(AddressRange, u32)]) -> Option<AddressFirst> {
+    if ranges.is_empty() {
+        return None;
+    }
+    let mut interner = ClassInterner::default();
+    let map = AddressMap::build(ranges, &mut interner);
+    let first = interner
+        .into_classes()
+        .iter()
+        .map(|class| class.first().copied().unwrap_or(NONE))
+        .collect();
+    Some(AddressFirst { map, first })
 }

@@ -39,6 +39,12 @@ impl Published {
         self.current.load()
     }
 
+    /// The classifier in force now, as an owned reference (one reference-count increment): for
+    /// a worker that keeps it across many batches and checks `load().number` for changes.
+    pub fn load_full(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
     /// Replaces the classifier; returns the new generation number.
     pub fn publish(&self, classifier: Classifier) -> u64 {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());

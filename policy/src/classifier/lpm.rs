@@ -14,6 +14,16 @@ pub enum AddressRange {
     V6(u128, u128),
 }
 
+impl AddressRange {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (*self, ip) {
+            (AddressRange::V4(lo, hi), IpAddr::V4(a)) => (lo..=hi).contains(&u32::from(a)),
+            (AddressRange::V6(lo, hi), IpAddr::V6(a)) => (lo..=hi).contains(&u128::from(a)),
+            _ => false,
+        }
+    }
+}
+
 fn range_of(net: IpNetwork) -> AddressRange {
     match net {
         IpNetwork::V4(n) => AddressRange::V4(n.network().into(), n.broadcast().into()),

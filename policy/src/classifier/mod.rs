@@ -4,10 +4,10 @@
 //! For each endpoint class (pods selected by the same policies) and direction there is a
 //! [`Table`]. Its rules are numbered *slots* in evaluation order. Each slot constrains up to three
 //! dimensions — the peer pod (through its label group), the peer address (CIDR ranges) and the
-//! port — and a lookup maps the packet to one class per dimension. The answer is the lowest slot
-//! present in the classes of every dimension the slot constrains.
+//! port. A lookup maps the packet to one class per dimension; the lowest slot common to the
+//! classes (the lowest set bit of their AND) is computed at compile time for every combination
+//! that can occur, so the lookup itself never scans rules.
 
-pub mod bitset;
 pub mod intervals;
 pub mod lpm;
 pub mod ports;
@@ -20,50 +20,124 @@ use crate::inventory::{PodId, Protocol};
 use crate::load::Cluster;
 use crate::netpol::Direction;
 
-use bitset::{first_common, SlotSet};
-use lpm::AddressMap;
-use ports::PortMap;
+use lpm::{AddressMap, AddressRange};
+use ports::{PortMap, PortRange};
 
-/// Dimension bits of a slot's family: which dimensions the slot constrains.
-pub(crate) const POD: u8 = 1;
-pub(crate) const ADDRESS: u8 = 2;
-pub(crate) const PORT: u8 = 4;
-
-/// A family's index among the four families that contain `dimension`.
-#[inline]
-pub(crate) fn rank(family: u8, dimension: u8) -> usize {
-    let others = 7 & !dimension;
-    let low = others & others.wrapping_neg();
-    let high = others & !low;
-    usize::from(family & low != 0) | usize::from(family & high != 0) << 1
-}
-
-/// A table's per-class slot sets, one for each family containing the dimension.
-pub(crate) type ClassSets = [SlotSet; 4];
+/// "No slot": larger than every slot number, so `min` ignores it.
+pub(crate) const NONE: u32 = u32::MAX;
 
 pub(crate) const NO_TABLE: u32 = u32::MAX;
 
+/// Pod group of the peer → the first slot whose pod condition the group satisfies.
+#[derive(Debug)]
+pub(crate) struct GroupFirst {
+    pub(crate) by_group: rustc_hash::FxHashMap<u32, u32>,
+    /// The first slot that any pod satisfies (a peer of every pod in every namespace).
+    pub(crate) all_pods: u32,
+}
+
+impl Default for GroupFirst {
+    fn default() -> Self {
+        GroupFirst {
+            by_group: rustc_hash::FxHashMap::default(),
+            all_pods: NONE,
+        }
+    }
+}
+
+impl GroupFirst {
+    #[inline]
+    fn first(&self, group: Option<u32>) -> u32 {
+        match group {
+            // Pod conditions never match an address that is not a pod.
+            None => NONE,
+            Some(g) => self
+                .by_group
+                .get(&g)
+                .copied()
+                .unwrap_or(NONE)
+                .min(self.all_pods),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.by_group.capacity() * 9
+    }
+}
+
+/// Peer address → the first slot whose CIDR terms contain it.
+#[derive(Debug)]
+pub(crate) struct AddressFirst {
+    pub(crate) map: AddressMap,
+    /// Per address class, its first slot.
+    pub(crate) first: Vec<u32>,
+}
+
+impl AddressFirst {
+    #[inline]
+    fn first(&self, peer: IpAddr) -> u32 {
+        self.first[self.map.class_of(peer) as usize]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.map.heap_bytes() + self.first.len() * 4
+    }
+}
+
+/// Everything known about one port class: its first slot for each kind of peer condition.
+#[derive(Debug)]
+pub(crate) struct PortClass {
+    /// First slot with no peer condition.
+    pub(crate) any_peer: u32,
+    pub(crate) pods: Option<GroupFirst>,
+    pub(crate) addresses: Option<AddressFirst>,
+}
+
+/// A slot that constrains the peer's pod *and* its address (an egress named port towards an
+/// ipBlock). Rare enough to be checked one by one.
+#[derive(Debug)]
+pub(crate) struct MixedSlot {
+    pub(crate) slot: u32,
+    /// Sorted groups that satisfy the pod condition.
+    pub(crate) groups: Box<[u32]>,
+    pub(crate) ranges: Box<[AddressRange]>,
+    pub(crate) ports: Option<Box<[PortRange]>>,
+}
+
+impl MixedSlot {
+    fn matches(&self, group: Option<u32>, peer: IpAddr, protocol: Protocol, port: u16) -> bool {
+        group.is_some_and(|g| self.groups.binary_search(&g).is_ok())
+            && self.ranges.iter().any(|r| r.contains(peer))
+            && self.ports.as_ref().is_none_or(|ports| {
+                ports
+                    .iter()
+                    .any(|p| p.protocol == protocol && (p.start..=p.end).contains(&port))
+            })
+    }
+}
+
 /// The rules that apply to one endpoint class in one direction, compiled.
+///
+/// Slots are numbered in evaluation order; the answer is the lowest slot whose every condition
+/// holds. That lowest slot is precomputed per class (and per port class × peer class), so a
+/// lookup is a port search, a hash lookup and an address search, whatever the number of rules.
 #[derive(Debug)]
 pub struct Table {
-    /// The policies selecting these endpoints for `direction`, in evaluation order.
+    /// The policies selecting these endpoints for the direction, in evaluation order.
     pub(crate) policies: Vec<u32>,
     /// Slot → the rule it came from.
     pub(crate) slots: Vec<RuleRef>,
-    /// Slots that constrain nothing (a rule with no peers and no ports).
-    pub(crate) always: Option<u32>,
-    /// Bit `f` set when family `f` (1..8) has any slot.
-    pub(crate) families: u8,
-    pub(crate) pod_class_by_group: ahash::AHashMap<u32, u32>,
-    /// Class of a pod whose group no slot names.
-    pub(crate) default_pod_class: u32,
-    /// Class of an address that is not a pod.
-    pub(crate) non_pod_class: u32,
-    pub(crate) pod_classes: Vec<ClassSets>,
-    pub(crate) addresses: AddressMap,
-    pub(crate) address_classes: Vec<ClassSets>,
-    pub(crate) ports: PortMap,
-    pub(crate) port_classes: Vec<ClassSets>,
+    /// The first slot with no condition at all.
+    pub(crate) always: u32,
+    /// Slots with only a pod condition.
+    pub(crate) pods: Option<GroupFirst>,
+    /// Slots with only an address condition.
+    pub(crate) addresses: Option<AddressFirst>,
+    /// Slots with a port condition (and at most one kind of peer condition).
+    pub(crate) ports: Option<(PortMap, Vec<PortClass>)>,
+    pub(crate) mixed: Vec<MixedSlot>,
+    /// Whether any slot looks at the peer's pod group.
+    pub(crate) needs_group: bool,
 }
 
 impl Table {
@@ -71,73 +145,62 @@ impl Table {
     #[inline]
     fn first_match(
         &self,
-        peer_group: Option<u32>,
+        group: Option<u32>,
         peer: IpAddr,
         protocol: Protocol,
         port: u16,
     ) -> Option<u32> {
-        let mut best = self.always.unwrap_or(self.slots.len() as u32);
-        if self.families == 0 || best == 0 {
-            return (best < self.slots.len() as u32).then_some(best);
+        let mut best = self.always;
+        if let Some(pods) = &self.pods {
+            best = best.min(pods.first(group));
         }
-        let pod_class = match peer_group {
-            None => self.non_pod_class,
-            Some(g) => *self
-                .pod_class_by_group
-                .get(&g)
-                .unwrap_or(&self.default_pod_class),
-        } as usize;
-        let address_class = if self.families & 0b1100_1100 != 0 {
-            self.addresses.class_of(peer) as usize
-        } else {
-            0
-        };
-        let port_class = if self.families & 0b1111_0000 != 0 {
-            self.ports.class_of(protocol, port) as usize
-        } else {
-            0
-        };
-        for family in 1..8u8 {
-            if self.families & (1 << family) == 0 {
-                continue;
+        if let Some(addresses) = &self.addresses {
+            best = best.min(addresses.first(peer));
+        }
+        if let Some((map, classes)) = &self.ports {
+            let class = &classes[map.class_of(protocol, port) as usize];
+            best = best.min(class.any_peer);
+            if let Some(pods) = &class.pods {
+                best = best.min(pods.first(group));
             }
-            let mut sets: [&SlotSet; 3] = [&SlotSet::Empty; 3];
-            let mut n = 0;
-            if family & POD != 0 {
-                sets[n] = &self.pod_classes[pod_class][rank(family, POD)];
-                n += 1;
-            }
-            if family & ADDRESS != 0 {
-                sets[n] = &self.address_classes[address_class][rank(family, ADDRESS)];
-                n += 1;
-            }
-            if family & PORT != 0 {
-                sets[n] = &self.port_classes[port_class][rank(family, PORT)];
-                n += 1;
-            }
-            if let Some(slot) = first_common(&sets[..n], 0, best) {
-                best = slot;
+            if let Some(addresses) = &class.addresses {
+                best = best.min(addresses.first(peer));
             }
         }
-        (best < self.slots.len() as u32).then_some(best)
+        for mixed in &self.mixed {
+            if mixed.slot >= best {
+                break;
+            }
+            if mixed.matches(group, peer, protocol, port) {
+                best = mixed.slot;
+                break;
+            }
+        }
+        (best != NONE).then_some(best)
     }
 
     fn heap_bytes(&self) -> usize {
-        let sets = |classes: &Vec<ClassSets>| -> usize {
-            classes
-                .iter()
-                .flat_map(|c| c.iter())
-                .map(|s| s.heap_bytes() + std::mem::size_of::<SlotSet>())
-                .sum()
-        };
+        let ports = self.ports.as_ref().map_or(0, |(map, classes)| {
+            map.heap_bytes()
+                + classes
+                    .iter()
+                    .map(|c| {
+                        std::mem::size_of::<PortClass>()
+                            + c.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
+                            + c.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
+                    })
+                    .sum::<usize>()
+        });
         self.policies.len() * 4
             + self.slots.len() * std::mem::size_of::<RuleRef>()
-            + self.pod_class_by_group.len() * 12
-            + sets(&self.pod_classes)
-            + self.addresses.heap_bytes()
-            + sets(&self.address_classes)
-            + self.ports.heap_bytes()
-            + sets(&self.port_classes)
+            + self.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
+            + self.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
+            + ports
+            + self
+                .mixed
+                .iter()
+                .map(|m| 48 + m.groups.len() * 4 + m.ranges.len() * 40)
+                .sum::<usize>()
     }
 }
 
@@ -155,8 +218,10 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Classifier {
     pub(crate) cluster: Arc<Cluster>,
-    /// Address of a policy endpoint → its pod group.
-    pub(crate) group_by_address: ahash::AHashMap<IpAddr, u32>,
+    /// Address of a policy endpoint → its pod group, per family (a `u32` key hashes faster than
+    /// an `IpAddr`).
+    pub(crate) group_by_v4: rustc_hash::FxHashMap<u32, u32>,
+    pub(crate) group_by_v6: rustc_hash::FxHashMap<u128, u32>,
     /// Pod → table per direction (`NO_TABLE`: not isolated).
     pub(crate) tables_of_pod: Vec<[u32; 2]>,
     pub(crate) tables: Vec<Table>,
@@ -186,10 +251,22 @@ impl Classifier {
             return Decision::NotIsolated;
         }
         let table = &self.tables[table as usize];
-        let group = self.group_by_address.get(&peer).copied();
+        let group = if table.needs_group {
+            self.group_of(peer)
+        } else {
+            None
+        };
         match table.first_match(group, peer, protocol, port) {
             Some(slot) => Decision::Allowed(table.slots[slot as usize]),
             None => Decision::Denied,
+        }
+    }
+
+    #[inline]
+    fn group_of(&self, peer: IpAddr) -> Option<u32> {
+        match peer {
+            IpAddr::V4(a) => self.group_by_v4.get(&u32::from(a)).copied(),
+            IpAddr::V6(a) => self.group_by_v6.get(&u128::from(a)).copied(),
         }
     }
 
@@ -235,7 +312,8 @@ impl Classifier {
 
     /// Approximate heap memory of the compiled structures (not of the cluster model).
     pub fn heap_bytes(&self) -> usize {
-        self.group_by_address.len() * 24
+        self.group_by_v4.capacity() * 9
+            + self.group_by_v6.capacity() * 21
             + self.tables_of_pod.len() * 8
             + self.tables.iter().map(Table::heap_bytes).sum::<usize>()
     }
@@ -244,18 +322,6 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranks_number_the_four_families_of_each_dimension() {
-        for dimension in [POD, ADDRESS, PORT] {
-            let mut ranks: Vec<usize> = (0..8u8)
-                .filter(|f| f & dimension != 0)
-                .map(|f| rank(f, dimension))
-                .collect();
-            ranks.sort_unstable();
-            assert_eq!(ranks, vec![0, 1, 2, 3]);
-        }
-    }
 
     #[test]
     fn classifier_is_send_and_sync() {
