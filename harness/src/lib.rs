@@ -1,4 +1,26 @@
-//! Network-namespace and veth fixtures (cleaned up on drop and on panic), topologies built from
-//! manifests, probe clients and servers, used by `netns-tests`, `podwall lab` and the benchmarks.
+//! Fixtures that move real packets through real network namespaces, used by `netns-tests`,
+//! `podwall lab` and the benchmarks:
 //!
-//! Not built yet: this crate is filled by the datapath issue (#3).
+//! - [`netns`]: uniquely named (`pw…`) namespaces and the processes started in them, removed on
+//!   drop — also when a test panics;
+//! - [`topology`]: the DESIGN.md datapath topology (pods, a node bridge, hosts outside the
+//!   cluster) built from the same manifests the policy engine reads;
+//! - [`probe`]: the library side of the `pw-probe` agent (servers and TCP/UDP/SCTP probes);
+//! - [`sctp`]: the few SCTP packets `pw-probe` speaks over raw sockets, and CRC32c.
+//!
+//! What this crate must not do: contain `unsafe` (all of it lives in `datapath`'s port modules),
+//! touch namespaces or processes it did not create, or send traffic anywhere but between the
+//! namespaces it made. Namespaces are driven by the `ip` command, and anything that has to run
+//! inside one runs as a child process (`ip netns exec`).
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod netns;
+pub mod probe;
+pub mod sctp;
+pub mod topology;
+
+pub use error::{Error, Result};
+pub use netns::{require_root_or_skip, ChildGuard, Namespace};
+pub use probe::{ProbeOutcome, ServeSpec, Server};
+pub use topology::{Datapath, Endpoint, FilterPorts, Topology, TopologyOptions};
