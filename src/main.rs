@@ -3,6 +3,7 @@
 mod cluster;
 mod commands;
 mod input;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,6 +138,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Enforce the policies on existing interfaces (needs root).
+    ///
+    /// NODE.yaml names the manifest paths (watched; a change is compiled and swapped in without
+    /// stopping traffic, and a change with errors is rejected while the running policy stays),
+    /// the datapath, and for each local pod the interfaces in front of it:
+    ///
+    ///   manifests: [cluster/, policies.yaml]
+    ///   datapath: xdp                    # or tun
+    ///   existingConnections: strict      # or keep
+    ///   pods:
+    ///   - {pod: shop/frontend, podInterface: pw1a, nodeInterface: pw1b}
+    ///
+    /// SIGHUP reloads; SIGUSR1 prints counters (per pod, per verdict, per drop reason), as does
+    /// exiting on SIGINT or SIGTERM.
+    ///
+    /// Example:
+    ///   podwall run --config /etc/podwall/node.yaml
+    #[command(verbatim_doc_comment)]
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -184,6 +207,7 @@ fn main() -> ExitCode {
             expect,
             output,
         } => commands::test::run(&files, &expect, output),
+        Command::Run { config } => commands::run::run(&config),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,87 @@
+//! Ports: where frames enter and leave podwall. Every `unsafe` block of the project lives in
+//! this module tree (AF_XDP rings and UMEM, TUN ioctls, `setns`), each with its `SAFETY:`
+//! invariant; what is above it sees neither raw pointers nor file descriptors.
+
+pub mod netns;
+pub mod tun;
+pub mod xdp;
+
+use std::io;
+use std::time::Duration;
+
+/// Which side of a pod's attachment a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// From the pod: the pod's egress.
+    Pod,
+    /// From the node (bridge, other pods, outside): the pod's ingress.
+    Node,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+}
+
+/// How a frame starts: with an Ethernet header (veth, AF_XDP) or with the IP header (TUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Ethernet,
+    Ip,
+}
+
+/// Decides each frame. The filter implements it; ports call it for every frame they receive,
+/// and may change the frame in place (checksum completion).
+pub trait Judge {
+    fn judge(&mut self, attachment: u32, side: Side, framing: Framing, frame: &mut [u8])
+        -> Verdict;
+
+    /// For routed ports (TUN): the local attachment that owns `address`, if any.
+    fn attachment_of(&self, address: std::net::IpAddr) -> Option<u32>;
+}
+
+/// A set of ports the forwarding loop drives.
+pub trait Datapath {
+    /// Moves what is ready through `judge`, at most one batch per queue; returns the number of
+    /// frames handled (forwarded or dropped).
+    fn poll(&mut self, judge: &mut dyn Judge) -> io::Result<usize>;
+
+    /// Blocks until some queue may have work, or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+
+    /// Frames the port itself had to drop (TX ring full, write errors), by reason.
+    fn port_drops(&self) -> PortDrops;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortDrops {
+    pub tx_full: u64,
+    pub tx_error: u64,
+    pub no_route: u64,
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes.
+pub(crate) fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> io::Result<()> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pollfds` is a live, correctly sized array of `pollfd` for the whole call; the
+    // kernel writes only `revents` inside it. The descriptors belong to sockets and devices
+    // owned by the caller, which outlive this call.
+    let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
