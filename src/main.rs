@@ -48,6 +48,23 @@ impl From<Family> for policy::probe::IpFamily {
     }
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DatapathArg {
+    /// AF_XDP sockets on veth pairs.
+    Xdp,
+    /// TUN devices as the pods' interfaces.
+    Tun,
+}
+
+impl From<DatapathArg> for datapath::node::DatapathKind {
+    fn from(d: DatapathArg) -> Self {
+        match d {
+            DatapathArg::Xdp => datapath::node::DatapathKind::Xdp,
+            DatapathArg::Tun => datapath::node::DatapathKind::Tun,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Load, validate and compile manifests; print a summary or every error.
@@ -138,6 +155,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Build namespaces for the manifests, put the filter in front of every pod, send real
+    /// packets for every probe, and print what got through next to what the policy says.
+    ///
+    /// Without -f: the embedded demo (the three-tier application with DNS). Without --expect:
+    /// every ordered pod pair on every port the policies name. Exit status 1 when packets and
+    /// policy disagree on any probe (or a probe's expectation is not met). Needs root.
+    ///
+    /// Example:
+    ///   podwall lab
+    ///   podwall lab -f cluster.yaml -f policies.yaml --expect probes.yaml --datapath tun
+    #[command(verbatim_doc_comment)]
+    Lab {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "xdp")]
+        datapath: DatapathArg,
+        #[arg(long, value_enum)]
+        ip_family: Option<Family>,
+    },
     /// Enforce the policies on existing interfaces (needs root).
     ///
     /// NODE.yaml names the manifest paths (watched; a change is compiled and swapped in without
@@ -208,6 +246,17 @@ fn main() -> ExitCode {
             output,
         } => commands::test::run(&files, &expect, output),
         Command::Run { config } => commands::run::run(&config),
+        Command::Lab {
+            files,
+            expect,
+            datapath,
+            ip_family,
+        } => commands::lab::run(
+            &files,
+            expect.as_deref(),
+            datapath.into(),
+            ip_family.map(Into::into),
+        ),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use ahash::AHashMap;
 use policy::published::Generation;
 use policy::{Decision, Direction, PodId, Published};
 
-use crate::checksum::complete_l4_checksum;
+use crate::checksum::complete_partial_l4_checksum;
 use crate::counters::{bump, AttachmentCounters};
 use crate::flow_table::{
     ExistingConnections, FlowConfig, FlowDirection, FlowKey, FlowTable, Lookup, TcpFlags,
@@ -26,8 +26,8 @@ use crate::port::{Framing, Judge, Side, Verdict};
 #[derive(Debug, Clone, Copy)]
 pub struct FilterConfig {
     pub flows: FlowConfig,
-    /// Complete TCP/UDP checksums of frames leaving pods (veth TX checksum offload leaves them
-    /// partial, and AF_XDP does not carry the "partial" flag along).
+    /// Complete partial TCP/UDP checksums (veth TX checksum offload leaves them partial, and
+    /// AF_XDP does not carry the "partial" flag along).
     pub complete_checksums: bool,
     /// How many expired flows to sweep per batch at most.
     pub expiry_budget: usize,
@@ -110,6 +110,14 @@ impl Filter {
 
     fn resolve_pods(&mut self) {
         let inventory = &self.current.classifier.cluster().inventory;
+        self.local_addresses.clear();
+        // An attachment named by an address is a host outside the cluster (routed ports attach
+        // those too): no policy applies to it, but traffic is routed to it.
+        for (attachment, key) in self.pods.iter().enumerate() {
+            if let Ok(ip) = key.parse::<IpAddr>() {
+                self.local_addresses.insert(ip, attachment as u32);
+            }
+        }
         self.pod_ids = self
             .pods
             .iter()
@@ -118,7 +126,6 @@ impl Filter {
                 inventory.pod_id(ns, name)
             })
             .collect();
-        self.local_addresses.clear();
         for (attachment, pod) in self.pod_ids.iter().enumerate() {
             if let Some(pod) = pod {
                 for ip in &inventory.pod(*pod).ips {
@@ -276,14 +283,17 @@ impl Judge for Filter {
             Ok(Frame::Arp | Frame::NeighborDiscovery) => Verdict::Forward,
             Ok(Frame::Ip(packet)) => {
                 let verdict = self.judge_packet(attachment, side, &packet, bytes.len() as u32);
+                // Senders on veths (pods, and hosts on the bridge with no filter of their own)
+                // leave TCP/UDP checksums partial; AF_XDP hands the bytes over without the
+                // "partial" mark, so the checksum is finished here. Only partial sums are
+                // rewritten: a corrupted packet stays corrupted and its receiver drops it. TUN
+                // packets come complete from the kernel.
                 if verdict == Verdict::Forward
-                    && side == Side::Pod
                     && framing == Framing::Ethernet
                     && self.config.complete_checksums
                 {
-                    // Best effort: a packet whose checksum cannot be completed is forwarded as
-                    // it is, and the receiver judges it.
-                    let _ = complete_l4_checksum(bytes, &packet);
+                    // A fragment or an unusual routing header is forwarded as it is.
+                    let _ = complete_partial_l4_checksum(bytes, &packet);
                 }
                 verdict
             }

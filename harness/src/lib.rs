@@ -6,6 +6,7 @@
 //! - [`topology`]: the DESIGN.md datapath topology (pods, a node bridge, hosts outside the
 //!   cluster) built from the same manifests the policy engine reads;
 //! - [`probe`]: the library side of the `pw-probe` agent (servers and TCP/UDP/SCTP probes);
+//! - [`lab`]: the topology with the real filter in front of every pod, servers and probes;
 //! - [`sctp`]: the few SCTP packets `pw-probe` speaks over raw sockets, and CRC32c.
 //!
 //! What this crate must not do: contain `unsafe` (all of it lives in `datapath`'s port modules),
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod lab;
 pub mod netns;
 pub mod probe;
 pub mod sctp;

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod lab;
 pub mod matrix;
 pub mod run;
 pub mod test;

@@ -146,6 +146,21 @@ pub struct XdpLink {
     drops: PortDrops,
 }
 
+/// libxdp prints to stderr by default, for instance that there is no bpffs and it falls back to
+/// a single program without a dispatcher — expected on these hosts. Failures still reach us as
+/// error values from socket creation.
+fn silence_libxdp() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libxdp_set_print only stores the function pointer (here: none, meaning do not
+        // print) in a libxdp global; it is called once, before any socket of ours exists, so no
+        // libxdp call can be reading that global concurrently.
+        unsafe {
+            libxdp_sys::libxdp_set_print(None);
+        }
+    });
+}
+
 impl XdpLink {
     /// Binds sockets on `pod_interface` and `node_interface` (in the calling thread's network
     /// namespace) for attachment number `attachment`.
@@ -155,6 +170,7 @@ impl XdpLink {
         node_interface: &str,
         config: &XdpConfig,
     ) -> Result<XdpLink, XdpError> {
+        silence_libxdp();
         let umem_config = UmemConfig::builder()
             .frame_size(FrameSize::new(2048).map_err(|e| XdpError::Config(e.to_string()))?)
             .fill_queue_size(

@@ -1,0 +1,258 @@
+//! `podwall lab`: real packets through real namespaces, next to what the policy says.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use datapath::node::DatapathKind;
+use harness::lab::{resolve, Lab, LabOptions, LabProbe};
+use policy::netpol::PortSpec;
+use policy::probe::{IpFamily, Probe};
+use policy::{Classifier, Cluster, Protocol, Published, Source};
+
+use crate::cluster::Compiled;
+use crate::input::read_sources;
+use crate::report::print_counters;
+
+/// The demo scenario `podwall lab` runs without `-f`: the three-tier application.
+const DEMO: [(&str, &str); 2] = [
+    (
+        "demo/cluster.yaml",
+        include_str!("../../examples/three-tier/manifests/cluster.yaml"),
+    ),
+    (
+        "demo/policies.yaml",
+        include_str!("../../examples/three-tier/manifests/policies.yaml"),
+    ),
+];
+const DEMO_PROBES: &str = include_str!("../../examples/three-tier/probes.yaml");
+
+fn compile(sources: Vec<Source>) -> Result<Compiled> {
+    let cluster = policy::load(&sources).map_err(|rejected| anyhow!("{rejected}"))?;
+    for w in &cluster.warnings {
+        eprintln!("warning: {w}");
+    }
+    let start = Instant::now();
+    let classifier = Classifier::compile(Arc::new(cluster));
+    Ok(Compiled {
+        classifier,
+        compile_time: start.elapsed(),
+    })
+}
+
+/// Without probes: every ordered pod pair on every (protocol, port) the policies name.
+fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
+    let mut ports: BTreeSet<(Protocol, u16)> = BTreeSet::new();
+    for rule in cluster
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress))
+    {
+        for port in &rule.ports {
+            match &port.port {
+                PortSpec::Any => {}
+                PortSpec::Range { start, .. } => {
+                    ports.insert((port.protocol, *start));
+                }
+                PortSpec::Named(name) => {
+                    for pod in &cluster.inventory.pods {
+                        if let Some(n) = pod.resolve_named_port(name, port.protocol) {
+                            ports.insert((port.protocol, n));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if ports.is_empty() {
+        ports.insert((Protocol::TCP, 80));
+    }
+    let pods: Vec<String> = cluster
+        .inventory
+        .pods
+        .iter()
+        .filter(|p| p.is_policy_endpoint() && !p.ips.is_empty())
+        .map(|p| p.key())
+        .collect();
+    let mut probes = Vec::new();
+    for from in &pods {
+        for to in &pods {
+            for &(protocol, port) in &ports {
+                probes.push(Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    protocol: protocol.to_string(),
+                    port,
+                    allowed: false,
+                    ip_family: None,
+                });
+            }
+        }
+    }
+    probes
+}
+
+fn verdict(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "denied"
+    }
+}
+
+pub fn run(
+    files: &[PathBuf],
+    expect: Option<&Path>,
+    datapath: DatapathKind,
+    family: Option<IpFamily>,
+) -> Result<ExitCode> {
+    harness::probe::binary().context(
+        "podwall lab runs pw-probe inside the namespaces; build it with `cargo build --release -p podwall-harness --bin pw-probe`",
+    )?;
+    let (sources, probes_text, probes_name): (Vec<Source>, Option<String>, String) = if files
+        .is_empty()
+    {
+        let demo = DEMO.iter().map(|(n, t)| Source::new(*n, *t)).collect();
+        let (text, name) = match expect {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (DEMO_PROBES.to_string(), "demo/probes.yaml".to_string()),
+        };
+        eprintln!("podwall lab: the embedded demo (examples/three-tier: frontend, backend, database, DNS)");
+        (demo, Some(text), name)
+    } else {
+        let text = match expect {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?,
+            ),
+            None => None,
+        };
+        (
+            read_sources(files)?,
+            text,
+            expect.map(|p| p.display().to_string()).unwrap_or_default(),
+        )
+    };
+    let compiled = compile(sources)?;
+    let cluster = Arc::clone(compiled.cluster());
+    let (probes, expectations) = match &probes_text {
+        Some(text) => {
+            let probes = policy::probe::parse_probes(&probes_name, text).map_err(|errors| {
+                anyhow!(errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })?;
+            (probes, true)
+        }
+        None => (matrix_probes(&cluster), false),
+    };
+    let lab_probes: Vec<LabProbe> = probes
+        .iter()
+        .map(|p| {
+            Ok(LabProbe {
+                from: p.from.clone(),
+                to: p.to.clone(),
+                protocol: Protocol::from_kubernetes(&p.protocol)
+                    .ok_or_else(|| anyhow!("unknown protocol {:?}", p.protocol))?,
+                port: p.port,
+                family: p.ip_family.or(family),
+            })
+        })
+        .collect::<Result<_>>()?;
+
+    let published = Arc::new(Published::new(compiled.classifier));
+    let resolved = resolve(&published, &lab_probes)?;
+    let start = Instant::now();
+    let lab = Lab::start(
+        Arc::clone(&published),
+        &resolved,
+        LabOptions {
+            datapath,
+            ..LabOptions::default()
+        },
+    )?;
+    for line in &lab.node().ports.description {
+        eprintln!("podwall lab: {line}");
+    }
+    eprintln!(
+        "podwall lab: {} namespaces up in {:.1} s; sending {} probes",
+        lab.topology().namespace_names().len(),
+        start.elapsed().as_secs_f64(),
+        resolved.len()
+    );
+    let results = lab.probe_all(&resolved);
+
+    let generation = published.load();
+    let classifier = &generation.classifier;
+    let inventory = &classifier.cluster().inventory;
+    println!(
+        "{:<22} {:<22} {:<10} {:<8} {:<8} {}",
+        "FROM",
+        "TO",
+        "PROTO/PORT",
+        "POLICY",
+        "PACKETS",
+        if expectations { "EXPECTED" } else { "" }
+    );
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for ((probe, r), result) in probes.iter().zip(&resolved).zip(&results) {
+        let connection = policy::probe::connection_of(
+            inventory,
+            &policy::probe::Probe {
+                ip_family: r.probe.family,
+                ..probe.clone()
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        let policy_allows = classifier
+            .connection(
+                connection.from,
+                connection.to,
+                connection.protocol,
+                connection.port,
+            )
+            .allowed();
+        let packets = match result {
+            Ok(through) => *through,
+            Err(e) => bail!("probe {} -> {} could not run: {e}", probe.from, probe.to),
+        };
+        let agree = packets == policy_allows && (!expectations || probe.allowed == policy_allows);
+        if agree {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        println!(
+            "{:<22} {:<22} {:<10} {:<8} {:<8} {}{}",
+            probe.from,
+            probe.to,
+            format!("{}/{}", probe.protocol, probe.port),
+            verdict(policy_allows),
+            verdict(packets),
+            if expectations {
+                verdict(probe.allowed)
+            } else {
+                ""
+            },
+            if agree { "" } else { "   <-- MISMATCH" }
+        );
+    }
+    eprintln!();
+    print_counters(lab.node(), &mut std::io::stderr())?;
+    drop(lab);
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
