@@ -158,15 +158,38 @@ impl<'a> PodIndex<'a> {
     }
 }
 
+/// Knobs of the compiler that trade memory for lookup speed.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileOptions {
+    /// How many folded entries (port classes × entries of rules without a port condition) a
+    /// table may hold before those rules get a lookup of their own instead: one more group
+    /// lookup and address search per packet, but no copies. The default (4M) folds the 100k-rule
+    /// benchmark table for +1.5 MiB; it bounds a pathological table to tens of MiB.
+    pub fold_budget: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            fold_budget: 1 << 22,
+        }
+    }
+}
+
 impl Classifier {
     /// Compiles every policy of `cluster` for every pod in it.
     pub fn compile(cluster: Arc<Cluster>) -> Classifier {
-        Compiler::new(&cluster).finish(Arc::clone(&cluster))
+        Self::compile_with(cluster, CompileOptions::default())
+    }
+
+    pub fn compile_with(cluster: Arc<Cluster>, options: CompileOptions) -> Classifier {
+        Compiler::new(&cluster, options).finish(Arc::clone(&cluster))
     }
 }
 
 struct Compiler<'a> {
     cluster: &'a Cluster,
+    options: CompileOptions,
     index: PodIndex<'a>,
     atoms: Atoms,
     /// Per policy, per direction: the fragments of its rules in order.
@@ -174,9 +197,10 @@ struct Compiler<'a> {
 }
 
 impl<'a> Compiler<'a> {
-    fn new(cluster: &'a Cluster) -> Self {
+    fn new(cluster: &'a Cluster, options: CompileOptions) -> Self {
         let mut compiler = Compiler {
             cluster,
+            options,
             index: PodIndex::new(&cluster.inventory),
             atoms: Atoms::default(),
             fragments: Vec::with_capacity(cluster.policies.len()),
@@ -400,6 +424,7 @@ impl<'a> Compiler<'a> {
             }
         }
         let builder = TableBuilder {
+            options: self.options,
             fragments: &self.fragments,
             atom_groups: &atom_groups,
             group_signatures: &group_signatures,
@@ -445,6 +470,7 @@ impl<'a> Compiler<'a> {
 type EndpointClass = (Direction, Vec<u32>, Vec<Option<u16>>);
 
 struct TableBuilder<'a> {
+    options: CompileOptions,
     fragments: &'a [[Vec<Fragment>; 2]],
     atom_groups: &'a [Vec<u32>],
     group_signatures: &'a [Vec<u32>],
@@ -476,14 +502,11 @@ impl TableBuilder<'_> {
     fn build(&self, policies: &[u32], direction: Direction, representative: PodId) -> Table {
         let endpoint = self.inventory.pod(representative);
         let mut slots: Vec<RuleRef> = Vec::new();
-        let mut always = NONE;
-        let mut pods_only = GroupFirstBuilder::default();
-        let mut address_only: Vec<(AddressRange, u32)> = Vec::new();
+        // Each slot's peer condition, and which slots have no port condition.
+        let mut conditions: Vec<Option<PeerCondition>> = Vec::new();
+        let mut unported: Vec<u32> = Vec::new();
         let mut with_ports: Vec<(PortRange, u32)> = Vec::new();
-        // Per slot that has a port condition: its peer condition.
-        let mut peer_of_port_slot: HashMap<u32, PeerCondition> = HashMap::new();
         let mut mixed: Vec<MixedSlot> = Vec::new();
-
         for &policy in policies {
             for fragment in &self.fragments[policy as usize][direction.index()] {
                 let ports: Option<Vec<PortRange>> = fragment.ports.as_ref().map(|terms| {
@@ -515,25 +538,11 @@ impl TableBuilder<'_> {
                     PodPart::AllPods => Some(None),
                     PodPart::Atoms(atoms) => Some(Some(self.groups_satisfying(atoms).collect())),
                 };
-                match (groups, &fragment.addresses, ports) {
-                    (None, None, None) => always = always.min(slot),
-                    (Some(groups), None, None) => pods_only.add(slot, groups.as_deref()),
-                    (None, Some(ranges), None) => {
-                        address_only.extend(ranges.iter().map(|&r| (r, slot)))
-                    }
-                    (None, None, Some(ports)) => {
-                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
-                        peer_of_port_slot.insert(slot, PeerCondition::Any);
-                    }
-                    (Some(groups), None, Some(ports)) => {
-                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
-                        peer_of_port_slot.insert(slot, PeerCondition::Pods(groups));
-                    }
-                    (None, Some(ranges), Some(ports)) => {
-                        with_ports.extend(ports.into_iter().map(|r| (r, slot)));
-                        peer_of_port_slot.insert(slot, PeerCondition::Addresses(ranges.clone()));
-                    }
-                    (Some(groups), Some(ranges), ports) => {
+                let condition = match (groups, &fragment.addresses) {
+                    (None, None) => Some(PeerCondition::Any),
+                    (Some(groups), None) => Some(PeerCondition::Pods(groups)),
+                    (None, Some(ranges)) => Some(PeerCondition::Addresses(ranges.clone())),
+                    (Some(groups), Some(ranges)) => {
                         let mut groups = match groups {
                             Some(groups) => groups,
                             None => (0..self.group_signatures.len() as u32).collect(),
@@ -543,55 +552,77 @@ impl TableBuilder<'_> {
                             slot,
                             groups: groups.into(),
                             ranges: ranges.clone().into(),
-                            ports: ports.map(Into::into),
+                            ports: ports.clone().map(Into::into),
                         });
+                        None
+                    }
+                };
+                if condition.is_some() {
+                    match ports {
+                        Some(ports) => with_ports.extend(ports.into_iter().map(|r| (r, slot))),
+                        None => unported.push(slot),
                     }
                 }
+                conditions.push(condition);
             }
         }
 
-        let ports = (!with_ports.is_empty()).then(|| {
-            let mut interner = ClassInterner::default();
-            let map = PortMap::build(&with_ports, &mut interner);
-            let classes: Vec<PortClass> = interner
-                .into_classes()
-                .into_iter()
-                .map(|class| {
-                    let mut any_peer = NONE;
-                    let mut pods = GroupFirstBuilder::default();
-                    let mut addresses: Vec<(AddressRange, u32)> = Vec::new();
-                    for slot in class {
-                        match &peer_of_port_slot[&slot] {
-                            PeerCondition::Any => any_peer = any_peer.min(slot),
-                            PeerCondition::Pods(groups) => pods.add(slot, groups.as_deref()),
-                            PeerCondition::Addresses(ranges) => {
-                                addresses.extend(ranges.iter().map(|&r| (r, slot)))
-                            }
-                        }
+        // Every (protocol, port) falls in some port class (class 0 when no rule names it), so
+        // slots without a port condition can be folded into every class: a lookup is then one
+        // port search, one group lookup and one address search. Folding copies those slots into
+        // each class, so it is done only while the copies stay within a budget.
+        let mut interner = ClassInterner::default();
+        let map = PortMap::build(&with_ports, &mut interner);
+        let port_classes = interner.into_classes();
+        let unported_size: usize = unported
+            .iter()
+            .map(|&s| match &conditions[s as usize] {
+                Some(PeerCondition::Pods(Some(groups))) => groups.len(),
+                Some(PeerCondition::Addresses(ranges)) => ranges.len(),
+                _ => 1,
+            })
+            .sum();
+        let fold = port_classes.len().saturating_mul(unported_size) <= self.options.fold_budget;
+        let build_class = |ported: &[u32], extra: &[u32]| -> PortClass {
+            let mut any_peer = NONE;
+            let mut pods = GroupFirstBuilder::default();
+            let mut addresses: Vec<(AddressRange, u32)> = Vec::new();
+            // Ascending slot order: the group builder keeps the first slot per group.
+            let mut merged: Vec<u32> = ported.iter().chain(extra).copied().collect();
+            merged.sort_unstable();
+            for slot in merged {
+                match conditions[slot as usize]
+                    .as_ref()
+                    .expect("mixed slots are not in classes")
+                {
+                    PeerCondition::Any => any_peer = any_peer.min(slot),
+                    PeerCondition::Pods(groups) => pods.add(slot, groups.as_deref()),
+                    PeerCondition::Addresses(ranges) => {
+                        addresses.extend(ranges.iter().map(|&r| (r, slot)))
                     }
-                    PortClass {
-                        any_peer,
-                        pods: pods.finish(),
-                        addresses: address_first(&addresses),
-                    }
-                })
-                .collect();
-            (map, classes)
-        });
+                }
+            }
+            PortClass {
+                any_peer,
+                pods: pods.finish(),
+                addresses: address_first(&addresses),
+            }
+        };
+        let folded: &[u32] = if fold { &unported } else { &[] };
+        let classes: Vec<PortClass> = port_classes
+            .iter()
+            .map(|class| build_class(class, folded))
+            .collect();
+        let unported_class = (!fold && !unported.is_empty()).then(|| build_class(&[], &unported));
 
-        let pods = pods_only.finish();
-        let needs_group = pods.is_some()
-            || !mixed.is_empty()
-            || ports
-                .as_ref()
-                .is_some_and(|(_, classes)| classes.iter().any(|c| c.pods.is_some()));
+        let needs_group = !mixed.is_empty()
+            || classes.iter().any(|c| c.pods.is_some())
+            || unported_class.as_ref().is_some_and(|c| c.pods.is_some());
         Table {
             policies: policies.to_vec(),
             slots,
-            always,
-            pods,
-            addresses: address_first(&address_only),
-            ports,
+            unported: unported_class,
+            ports: (map, classes),
             mixed,
             needs_group,
         }
@@ -615,7 +646,7 @@ impl TableBuilder<'_> {
     }
 }
 
-/// What a port-constrained slot requires of the peer.
+/// What a slot requires of the peer.
 enum PeerCondition {
     Any,
     /// `None`: any pod; `Some`: pods of these groups.

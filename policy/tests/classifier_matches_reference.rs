@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use policy::compile::CompileOptions;
 use policy::inventory::Protocol;
 use policy::{load, reference, Classifier, Direction, Source};
 use proptest::prelude::*;
@@ -219,7 +220,9 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
         Ok(c) => Arc::new(c),
         Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
     };
-    let classifier = Classifier::compile(Arc::clone(&cluster));
+    // Both table layouts: rules without ports folded into every port class, and kept apart.
+    let folded = Classifier::compile(Arc::clone(&cluster));
+    let apart = Classifier::compile_with(Arc::clone(&cluster), CompileOptions { fold_budget: 0 });
     let mut peers: Vec<IpAddr> = cluster
         .inventory
         .pods
@@ -242,9 +245,11 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
             for &peer in &peers {
                 for protocol in [Protocol::TCP, Protocol::UDP, Protocol::SCTP, Protocol::ICMP] {
                     for port in [0, 53, 80, 81, 8080] {
-                        let got = classifier.decide(pod, direction, peer, protocol, port);
                         let want =
                             reference::decide(&cluster, pod, direction, peer, protocol, port);
+                        let unfolded = apart.decide(pod, direction, peer, protocol, port);
+                        prop_assert_eq!(unfolded, want, "with rules without ports kept apart");
+                        let got = folded.decide(pod, direction, peer, protocol, port);
                         prop_assert_eq!(
                             got,
                             want,

@@ -93,6 +93,26 @@ pub(crate) struct PortClass {
     pub(crate) addresses: Option<AddressFirst>,
 }
 
+impl PortClass {
+    #[inline]
+    fn first(&self, group: Option<u32>, peer: IpAddr) -> u32 {
+        let mut best = self.any_peer;
+        if let Some(pods) = &self.pods {
+            best = best.min(pods.first(group));
+        }
+        if let Some(addresses) = &self.addresses {
+            best = best.min(addresses.first(peer));
+        }
+        best
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<PortClass>()
+            + self.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
+            + self.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
+    }
+}
+
 /// A slot that constrains the peer's pod *and* its address (an egress named port towards an
 /// ipBlock). Rare enough to be checked one by one.
 #[derive(Debug)]
@@ -127,14 +147,11 @@ pub struct Table {
     pub(crate) policies: Vec<u32>,
     /// Slot → the rule it came from.
     pub(crate) slots: Vec<RuleRef>,
-    /// The first slot with no condition at all.
-    pub(crate) always: u32,
-    /// Slots with only a pod condition.
-    pub(crate) pods: Option<GroupFirst>,
-    /// Slots with only an address condition.
-    pub(crate) addresses: Option<AddressFirst>,
-    /// Slots with a port condition (and at most one kind of peer condition).
-    pub(crate) ports: Option<(PortMap, Vec<PortClass>)>,
+    /// Per (protocol, port) class, the first slot for each kind of peer condition. Unless
+    /// `unported` is set, the slots without a port condition are folded into every class.
+    pub(crate) ports: (PortMap, Vec<PortClass>),
+    /// Slots without a port condition, when there were too many to fold into every port class.
+    pub(crate) unported: Option<PortClass>,
     pub(crate) mixed: Vec<MixedSlot>,
     /// Whether any slot looks at the peer's pod group.
     pub(crate) needs_group: bool,
@@ -150,22 +167,10 @@ impl Table {
         protocol: Protocol,
         port: u16,
     ) -> Option<u32> {
-        let mut best = self.always;
-        if let Some(pods) = &self.pods {
-            best = best.min(pods.first(group));
-        }
-        if let Some(addresses) = &self.addresses {
-            best = best.min(addresses.first(peer));
-        }
-        if let Some((map, classes)) = &self.ports {
-            let class = &classes[map.class_of(protocol, port) as usize];
-            best = best.min(class.any_peer);
-            if let Some(pods) = &class.pods {
-                best = best.min(pods.first(group));
-            }
-            if let Some(addresses) = &class.addresses {
-                best = best.min(addresses.first(peer));
-            }
+        let (map, classes) = &self.ports;
+        let mut best = classes[map.class_of(protocol, port) as usize].first(group, peer);
+        if let Some(unported) = &self.unported {
+            best = best.min(unported.first(group, peer));
         }
         for mixed in &self.mixed {
             if mixed.slot >= best {
@@ -180,22 +185,12 @@ impl Table {
     }
 
     fn heap_bytes(&self) -> usize {
-        let ports = self.ports.as_ref().map_or(0, |(map, classes)| {
-            map.heap_bytes()
-                + classes
-                    .iter()
-                    .map(|c| {
-                        std::mem::size_of::<PortClass>()
-                            + c.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
-                            + c.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
-                    })
-                    .sum::<usize>()
-        });
+        let (map, classes) = &self.ports;
         self.policies.len() * 4
             + self.slots.len() * std::mem::size_of::<RuleRef>()
-            + self.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
-            + self.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
-            + ports
+            + map.heap_bytes()
+            + classes.iter().map(PortClass::heap_bytes).sum::<usize>()
+            + self.unported.as_ref().map_or(0, PortClass::heap_bytes)
             + self
                 .mixed
                 .iter()
