@@ -197,6 +197,11 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// What happens to open connections when the policy changes: `strict` decides them
+        /// again on their next packet, `keep` lets them keep their verdict. Overrides
+        /// `existingConnections` in the config.
+        #[arg(long, value_enum)]
+        existing_connections: Option<commands::run::Existing>,
     },
 }
 
@@ -245,7 +250,10 @@ fn main() -> ExitCode {
             expect,
             output,
         } => commands::test::run(&files, &expect, output),
-        Command::Run { config } => commands::run::run(&config),
+        Command::Run {
+            config,
+            existing_connections,
+        } => commands::run::run(&config, existing_connections),
         Command::Lab {
             files,
             expect,

@@ -310,3 +310,248 @@ impl Judge for Filter {
         self.local_addresses.get(&address).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_table::ExistingConnections;
+    use etherparse::PacketBuilder;
+    use policy::{load, Classifier, Source};
+
+    const CLUSTER: &str = "
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Pod, metadata: {name: web, namespace: x, labels: {app: web}}, status: {podIP: 10.0.0.1}}
+- {apiVersion: v1, kind: Pod, metadata: {name: client, namespace: x, labels: {app: client}}, status: {podIP: 10.0.0.2}}
+";
+    const WEB_FROM_CLIENT_ON_80: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 80}]
+";
+    const WEB_DENY_ALL: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress, Egress]
+";
+
+    const WEB: u32 = 0;
+    const WEB_IP: [u8; 4] = [10, 0, 0, 1];
+    const CLIENT_IP: [u8; 4] = [10, 0, 0, 2];
+    const OUTSIDE_IP: [u8; 4] = [192, 0, 2, 9];
+
+    fn classifier(policies: &str) -> Classifier {
+        let cluster = load(&[
+            Source::new("cluster.yaml", CLUSTER),
+            Source::new("policies.yaml", policies),
+        ])
+        .unwrap();
+        Classifier::compile(Arc::new(cluster))
+    }
+
+    fn filter(policies: &str, existing: ExistingConnections) -> (Filter, Arc<Published>) {
+        let published = Arc::new(Published::new(classifier(policies)));
+        let counters: Arc<[AttachmentCounters]> = vec![AttachmentCounters::default()].into();
+        let config = FilterConfig {
+            flows: FlowConfig {
+                shards: 2,
+                capacity_per_shard: 64,
+                ..FlowConfig::default()
+            },
+            ..FilterConfig::default()
+        }
+        .with_existing_connections(existing);
+        let filter = Filter::new(
+            Arc::clone(&published),
+            vec!["x/web".to_string()],
+            counters,
+            config,
+        )
+        .unwrap();
+        (filter, published)
+    }
+
+    fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn: bool, ack: bool) -> Vec<u8> {
+        let mut builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1024);
+        if syn {
+            builder = builder.syn();
+        }
+        if ack {
+            builder = builder.ack(1);
+        }
+        let mut frame = Vec::new();
+        builder.write(&mut frame, b"hello").unwrap();
+        frame
+    }
+
+    /// An ICMP destination-unreachable from `from` about a TCP segment `quoted_src` → `quoted_dst`.
+    fn icmp_error(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(from, to, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut frame, &quoted[14..])
+            .unwrap();
+        frame
+    }
+
+    fn judge(filter: &mut Filter, side: Side, mut frame: Vec<u8>) -> Verdict {
+        filter.tick();
+        filter.judge(WEB, side, Framing::Ethernet, &mut frame)
+    }
+
+    #[test]
+    fn an_allowed_connection_and_its_replies_pass_and_others_are_denied() {
+        let (mut f, _) = filter(WEB_FROM_CLIENT_ON_80, ExistingConnections::Strict);
+        let syn = tcp(CLIENT_IP, WEB_IP, 40000, 80, true, false);
+        assert_eq!(judge(&mut f, Side::Node, syn), Verdict::Forward);
+        // The reply leaves the isolated pod although no egress rule allows it.
+        let syn_ack = tcp(WEB_IP, CLIENT_IP, 80, 40000, true, true);
+        assert_eq!(judge(&mut f, Side::Pod, syn_ack), Verdict::Forward);
+        // A connection the web pod starts itself is egress and denied.
+        let out = tcp(WEB_IP, CLIENT_IP, 40001, 80, true, false);
+        assert_eq!(judge(&mut f, Side::Pod, out), Verdict::Drop);
+        // Another port, or another source, is denied.
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Node,
+                tcp(CLIENT_IP, WEB_IP, 40002, 81, true, false)
+            ),
+            Verdict::Drop
+        );
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Node,
+                tcp(OUTSIDE_IP, WEB_IP, 40003, 80, true, false)
+            ),
+            Verdict::Drop
+        );
+        let counters = f.counters[0].snapshot();
+        assert_eq!(
+            (
+                counters.allowed_ingress,
+                counters.denied_ingress,
+                counters.denied_egress
+            ),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn icmp_errors_pass_only_for_allowed_connections() {
+        let (mut f, _) = filter(WEB_FROM_CLIENT_ON_80, ExistingConnections::Strict);
+        let syn = tcp(CLIENT_IP, WEB_IP, 40000, 80, true, false);
+        assert_eq!(judge(&mut f, Side::Node, syn.clone()), Verdict::Forward);
+        let reply = tcp(WEB_IP, CLIENT_IP, 80, 40000, true, true);
+        // The client's host reports the reply undeliverable: about an allowed connection.
+        assert_eq!(
+            judge(&mut f, Side::Node, icmp_error(CLIENT_IP, WEB_IP, &reply)),
+            Verdict::Forward
+        );
+        // An error about a connection that never existed is dropped and counted.
+        let stray = tcp(WEB_IP, OUTSIDE_IP, 80, 5555, false, true);
+        assert_eq!(
+            judge(&mut f, Side::Node, icmp_error(OUTSIDE_IP, WEB_IP, &stray)),
+            Verdict::Drop
+        );
+        assert_eq!(f.counters[0].snapshot().icmp_unrelated, 1);
+    }
+
+    #[test]
+    fn arp_passes_and_malformed_frames_are_dropped_and_counted() {
+        let (mut f, _) = filter(WEB_DENY_ALL, ExistingConnections::Strict);
+        let mut arp = vec![0xff; 6];
+        arp.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend([2, 0, 0, 0, 0, 1, 10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+        assert_eq!(judge(&mut f, Side::Node, arp), Verdict::Forward);
+        let mut truncated = tcp(CLIENT_IP, WEB_IP, 40000, 80, true, false);
+        truncated.truncate(30);
+        assert_eq!(judge(&mut f, Side::Node, truncated), Verdict::Drop);
+        let snapshot = f.counters[0].snapshot();
+        assert_eq!(snapshot.malformed.len(), 1, "{:?}", snapshot.malformed);
+        assert_eq!(snapshot.malformed[0].1, 1);
+    }
+
+    fn policy_change_with(existing: ExistingConnections) -> Verdict {
+        let (mut f, published) = filter(WEB_FROM_CLIENT_ON_80, existing);
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Node,
+                tcp(CLIENT_IP, WEB_IP, 40000, 80, true, false)
+            ),
+            Verdict::Forward
+        );
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Pod,
+                tcp(WEB_IP, CLIENT_IP, 80, 40000, true, true)
+            ),
+            Verdict::Forward
+        );
+        published.publish(classifier(WEB_DENY_ALL));
+        // A new connection is denied whatever the mode.
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Node,
+                tcp(CLIENT_IP, WEB_IP, 40001, 80, true, false)
+            ),
+            Verdict::Drop
+        );
+        assert_eq!(f.generation(), 1);
+        // The open connection's next packet (a reply, first) follows the mode.
+        judge(
+            &mut f,
+            Side::Pod,
+            tcp(WEB_IP, CLIENT_IP, 80, 40000, false, true),
+        )
+    }
+
+    #[test]
+    fn open_connections_are_decided_again_after_a_policy_change_in_strict_mode() {
+        assert_eq!(
+            policy_change_with(ExistingConnections::Strict),
+            Verdict::Drop
+        );
+    }
+
+    #[test]
+    fn open_connections_keep_their_verdict_in_keep_mode() {
+        assert_eq!(
+            policy_change_with(ExistingConnections::Keep),
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn a_pod_always_reaches_itself() {
+        let (mut f, _) = filter(WEB_DENY_ALL, ExistingConnections::Strict);
+        assert_eq!(
+            judge(
+                &mut f,
+                Side::Pod,
+                tcp(WEB_IP, WEB_IP, 40000, 80, true, false)
+            ),
+            Verdict::Forward
+        );
+    }
+}

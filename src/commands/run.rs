@@ -44,7 +44,7 @@ fn default_mtu() -> u16 {
     1500
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Existing {
     /// Connections decided under an older policy are decided again on their next packet.
@@ -190,8 +190,11 @@ fn reload(paths: &[PathBuf], published: &Published, why: &str) {
     }
 }
 
-pub fn run(config_path: &Path) -> Result<ExitCode> {
-    let file = NodeFile::read(config_path)?;
+pub fn run(config_path: &Path, existing: Option<Existing>) -> Result<ExitCode> {
+    let mut file = NodeFile::read(config_path)?;
+    if let Some(existing) = existing {
+        file.existing_connections = existing;
+    }
     let node_config = file.node_config(config_path)?;
     let compiled = load_and_compile(&file.manifests)?;
     let published = Arc::new(Published::new(compiled.classifier));
