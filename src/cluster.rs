@@ -51,8 +51,12 @@ pub fn load_and_compile(paths: &[PathBuf]) -> Result<Compiled> {
 }
 
 pub fn load_and_compile_reporting(paths: &[PathBuf], report: Report) -> Result<Compiled> {
-    let sources = read_sources(paths)?;
-    let cluster = match policy::load(&sources) {
+    compile_sources(&read_sources(paths)?, report)
+}
+
+/// Loads and compiles manifest texts, reporting problems as `report` says.
+pub fn compile_sources(sources: &[policy::Source], report: Report) -> Result<Compiled> {
+    let cluster = match policy::load(sources) {
         Ok(cluster) => cluster,
         Err(rejected) => {
             match report {
@@ -90,5 +94,16 @@ pub fn load_and_compile_reporting(paths: &[PathBuf], report: Report) -> Result<C
     Ok(Compiled {
         classifier,
         compile_time: start.elapsed(),
+    })
+}
+
+/// Parses a PROBES.yaml text; every error names the file and the probe.
+pub fn parse_probes(name: &str, text: &str) -> Result<Vec<policy::probe::Probe>> {
+    policy::probe::parse_probes(name, text).map_err(|errors| {
+        anyhow::anyhow!(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"))
     })
 }

@@ -16,7 +16,7 @@ use policy::{Decision, Direction, PodId, Published};
 use crate::checksum::complete_partial_l4_checksum;
 use crate::counters::{bump, AttachmentCounters};
 use crate::flow_table::{
-    ExistingConnections, FlowConfig, FlowDirection, FlowKey, FlowTable, Lookup, TcpFlags,
+    ExistingConnections, FlowConfig, FlowDirection, FlowKey, FlowTable, Lookup,
     Verdict as FlowVerdict,
 };
 use crate::frame::{self, Frame, Icmp, Packet};
@@ -185,7 +185,7 @@ impl Filter {
             };
         }
         let key = flow_key(attachment, packet);
-        let flags = TcpFlags::from_bits(packet.tcp_flags.bits());
+        let flags = packet.tcp_flags;
         let decided = match self.flows.lookup(&key, flags, bytes, self.now, generation) {
             Lookup::Hit { verdict, .. } => return forward_if(verdict.allows()),
             Lookup::Miss => self.decide(attachment, direction, packet),

@@ -47,10 +47,12 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::ops::{AddAssign, BitOr};
+use std::ops::AddAssign;
 use std::time::Duration;
 
 use policy::Protocol;
+
+pub use crate::frame::TcpFlags;
 
 /// "No entry" in the `u32` links of the LRU and free lists and in index slots.
 const NIL: u32 = u32::MAX;
@@ -68,68 +70,9 @@ const MAX_CAPACITY_PER_SHARD: usize = 1 << 30;
 /// Largest shard count: the shard is picked from 32 bits of the hash.
 const MAX_SHARDS: usize = 1 << 16;
 
-/// TCP header flags as found in byte 13 of the TCP header. Non-TCP packets pass
-/// [`TcpFlags::NONE`].
-#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct TcpFlags(u8);
-
-impl TcpFlags {
-    pub const NONE: TcpFlags = TcpFlags(0);
-    pub const FIN: TcpFlags = TcpFlags(0x01);
-    pub const SYN: TcpFlags = TcpFlags(0x02);
-    pub const RST: TcpFlags = TcpFlags(0x04);
-    pub const ACK: TcpFlags = TcpFlags(0x10);
-
-    /// The flags byte of a TCP header (offset 13); bits this module ignores (PSH, URG, …) may
-    /// stay set.
-    pub const fn from_bits(byte: u8) -> TcpFlags {
-        TcpFlags(byte)
-    }
-
-    pub const fn bits(self) -> u8 {
-        self.0
-    }
-
-    /// Whether every flag of `other` is set in `self`.
-    pub const fn contains(self, other: TcpFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// A SYN that opens a connection (not the SYN-ACK answering one).
-    const fn is_opening_syn(self) -> bool {
-        self.contains(TcpFlags::SYN) && !self.contains(TcpFlags::ACK)
-    }
-}
-
-impl BitOr for TcpFlags {
-    type Output = TcpFlags;
-
-    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
-        TcpFlags(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Debug for TcpFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [
-            (TcpFlags::SYN, "SYN"),
-            (TcpFlags::ACK, "ACK"),
-            (TcpFlags::FIN, "FIN"),
-            (TcpFlags::RST, "RST"),
-        ];
-        write!(f, "TcpFlags(")?;
-        let mut first = true;
-        for (flag, name) in names {
-            if self.contains(flag) {
-                if !first {
-                    write!(f, "|")?;
-                }
-                write!(f, "{name}")?;
-                first = false;
-            }
-        }
-        write!(f, ")")
-    }
+/// A SYN that opens a connection (not the SYN-ACK answering one).
+const fn is_opening_syn(flags: TcpFlags) -> bool {
+    flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK)
 }
 
 /// The canonical, direction-free part of a key: what is hashed and stored.
@@ -369,7 +312,7 @@ fn initial_state(kind: Kind, flags: TcpFlags) -> FlowState {
     }
     if flags.contains(TcpFlags::RST) {
         FlowState::Closed
-    } else if flags.is_opening_syn() {
+    } else if is_opening_syn(flags) {
         FlowState::SynSent
     } else if flags.contains(TcpFlags::FIN) {
         FlowState::FinWait {
@@ -432,7 +375,7 @@ fn next_state(
 /// tuple (port reuse after close) instead of belonging to the old one.
 fn starts_new_connection(kind: Kind, state: FlowState, flags: TcpFlags) -> bool {
     kind == Kind::Tcp
-        && flags.is_opening_syn()
+        && is_opening_syn(flags)
         && matches!(state, FlowState::Closed | FlowState::Closing { .. })
 }
 

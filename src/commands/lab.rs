@@ -11,9 +11,9 @@ use datapath::node::DatapathKind;
 use harness::lab::{resolve, Lab, LabOptions, LabProbe};
 use policy::netpol::PortSpec;
 use policy::probe::{IpFamily, Probe};
-use policy::{Classifier, Cluster, Protocol, Published, Source};
+use policy::{Cluster, Protocol, Published, Source};
 
-use crate::cluster::Compiled;
+use crate::cluster::{compile_sources, parse_probes, Report};
 use crate::input::read_sources;
 use crate::report::print_counters;
 
@@ -29,19 +29,6 @@ const DEMO: [(&str, &str); 2] = [
     ),
 ];
 const DEMO_PROBES: &str = include_str!("../../examples/three-tier/probes.yaml");
-
-fn compile(sources: Vec<Source>) -> Result<Compiled> {
-    let cluster = policy::load(&sources).map_err(|rejected| anyhow!("{rejected}"))?;
-    for w in &cluster.warnings {
-        eprintln!("warning: {w}");
-    }
-    let start = Instant::now();
-    let classifier = Classifier::compile(Arc::new(cluster));
-    Ok(Compiled {
-        classifier,
-        compile_time: start.elapsed(),
-    })
-}
 
 /// Without probes: every ordered pod pair on every (protocol, port) the policies name.
 fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
@@ -140,19 +127,10 @@ pub fn run(
             expect.map(|p| p.display().to_string()).unwrap_or_default(),
         )
     };
-    let compiled = compile(sources)?;
+    let compiled = compile_sources(&sources, Report::Text)?;
     let cluster = Arc::clone(compiled.cluster());
     let (probes, expectations) = match &probes_text {
-        Some(text) => {
-            let probes = policy::probe::parse_probes(&probes_name, text).map_err(|errors| {
-                anyhow!(errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"))
-            })?;
-            (probes, true)
-        }
+        Some(text) => (parse_probes(&probes_name, text)?, true),
         None => (matrix_probes(&cluster), false),
     };
     let lab_probes: Vec<LabProbe> = probes

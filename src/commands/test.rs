@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use policy::probe;
 
-use crate::cluster::load_and_compile;
+use crate::cluster::{load_and_compile, parse_probes};
 use crate::Output;
 
 pub fn run(files: &[PathBuf], expect: &Path, output: Output) -> Result<ExitCode> {
@@ -13,13 +13,7 @@ pub fn run(files: &[PathBuf], expect: &Path, output: Output) -> Result<ExitCode>
     let name = expect.display().to_string();
     let text = std::fs::read_to_string(expect)
         .with_context(|| format!("{name}: cannot read probes file"))?;
-    let probes = probe::parse_probes(&name, &text).map_err(|errors| {
-        anyhow!(errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n"))
-    })?;
+    let probes = parse_probes(&name, &text)?;
     let outcomes = probe::run(classifier, &name, &probes).map_err(|e| anyhow!(e.join("\n")))?;
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
     let passed = outcomes.len() - failed;
