@@ -2,9 +2,10 @@
 //! [`NodeConfig`] and stopped on request. `podwall run` and `podwall lab` both start one.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use policy::Published;
 
@@ -87,6 +88,8 @@ pub enum NodeError {
 /// A filter running on its own thread.
 pub struct RunningNode {
     stop: Arc<AtomicBool>,
+    /// The policy generation the worker is enforcing now.
+    active: Arc<AtomicU64>,
     thread: Option<JoinHandle<io::Result<PortDrops>>>,
     counters: Arc<[AttachmentCounters]>,
     attachments: Vec<Attachment>,
@@ -163,12 +166,14 @@ impl RunningNode {
     /// may be replaced at any time; the filter picks the new one up between batches).
     pub fn start(config: NodeConfig, published: Arc<Published>) -> Result<RunningNode, NodeError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicU64::new(published.load().number));
         let counters: Arc<[AttachmentCounters]> = (0..config.attachments.len())
             .map(|_| AttachmentCounters::default())
             .collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = {
             let stop = Arc::clone(&stop);
+            let active = Arc::clone(&active);
             let counters = Arc::clone(&counters);
             let config = config.clone();
             std::thread::Builder::new()
@@ -194,7 +199,7 @@ impl RunningNode {
                         }
                     };
                     let _ = ready_tx.send(Ok(info));
-                    crate::worker::run(datapath.as_mut(), &mut filter, &stop)?;
+                    crate::worker::run(datapath.as_mut(), &mut filter, &stop, &active)?;
                     Ok(datapath.port_drops())
                 })
                 .map_err(NodeError::Spawn)?
@@ -202,6 +207,7 @@ impl RunningNode {
         match ready_rx.recv() {
             Ok(Ok(ports)) => Ok(RunningNode {
                 stop,
+                active,
                 thread: Some(thread),
                 counters,
                 attachments: config.attachments,
@@ -216,6 +222,24 @@ impl RunningNode {
                 Err(NodeError::WorkerGone)
             }
         }
+    }
+
+    /// The policy generation the worker enforces now (it adopts a newly published one between
+    /// batches).
+    pub fn active_generation(&self) -> u64 {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until the worker enforces `generation` (or a later one); false on timeout.
+    pub fn wait_for_generation(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.active_generation() < generation {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     pub fn attachments(&self) -> &[Attachment] {

@@ -162,14 +162,20 @@ impl Lab {
                 .map_err(|e| Error::Topology(format!("starting the filter: {e}")))?
             }
             DatapathKind::Tun => {
-                // Devices are created in this namespace, then moved into their pods.
+                // Devices are created in this namespace, then moved into their pods. Names are
+                // unique per process (several labs may start at once) and fit IFNAMSIZ:
+                // "pw" + pid (≤ 6 hex digits) + "t" + counter (≤ 6 hex digits).
+                static DEVICES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let pid = std::process::id();
                 let attachments: Vec<Attachment> = topology
                     .endpoints()
-                    .enumerate()
-                    .map(|(k, endpoint)| Attachment::Tun {
-                        pod: endpoint.key().to_string(),
-                        device: format!("pwt{pid}x{k}"),
+                    .map(|endpoint| {
+                        let n =
+                            DEVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xff_ffff;
+                        Attachment::Tun {
+                            pod: endpoint.key().to_string(),
+                            device: format!("pw{pid:x}t{n:x}"),
+                        }
                     })
                     .collect();
                 let node = RunningNode::start(

@@ -146,17 +146,18 @@ pub struct XdpLink {
     drops: PortDrops,
 }
 
-/// libxdp prints to stderr by default, for instance that there is no bpffs and it falls back to
-/// a single program without a dispatcher — expected on these hosts. Failures still reach us as
-/// error values from socket creation.
+/// libxdp and libbpf print to stderr by default, for instance that there is no bpffs and libxdp
+/// falls back to a single program without a dispatcher, or that an ELF section was skipped —
+/// expected on these hosts. Failures still reach us as error values from socket creation.
 fn silence_libxdp() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: libxdp_set_print only stores the function pointer (here: none, meaning do not
-        // print) in a libxdp global; it is called once, before any socket of ours exists, so no
-        // libxdp call can be reading that global concurrently.
+        // SAFETY: both calls only store a function pointer (here: none, meaning do not print)
+        // in a library global; `Once` runs them once, before this process binds any AF_XDP
+        // socket, so no libxdp or libbpf call can be reading those globals concurrently.
         unsafe {
             libxdp_sys::libxdp_set_print(None);
+            libbpf_sys::libbpf_set_print(None);
         }
     });
 }
