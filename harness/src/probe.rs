@@ -1,4 +1,5 @@
-//! The library side of `pw-probe`: start servers and run probes inside namespaces.
+//! The library side of `pw-probe`: start servers and run probes inside namespaces, and the
+//! UDP generator and sink of throughput runs ([`flood`], [`Counter`]).
 //!
 //! Everything runs as a `pw-probe` child process in the namespace (`ip netns exec`), so the
 //! calling thread never changes namespace. Servers die with their [`Server`] value, and with
@@ -16,7 +17,7 @@
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -153,34 +154,7 @@ impl Server {
         let mut child = ns.spawn(argv)?;
         let stderr = collect(child.take_stderr());
         let lines = line_channel(child.take_stdout().expect("spawn pipes stdout"));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let not_ready = |detail: String| Error::ProbeNotReady {
-            namespace: ns.name().to_string(),
-            detail,
-        };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.trim() == "ready" => break,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(not_ready(format!(
-                        "no `ready` within {READY_TIMEOUT:?}; stderr: {}",
-                        read_collected(&stderr)
-                    )))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = child.wait()?;
-                    // The stderr reader may still be draining the pipe.
-                    std::thread::sleep(Duration::from_millis(20));
-                    return Err(not_ready(format!(
-                        "it exited ({}): {}",
-                        status.map_or("killed".to_string(), |s| s.to_string()),
-                        read_collected(&stderr)
-                    )));
-                }
-            }
-        }
+        await_ready(ns, &child, &stderr, &lines)?;
         Ok(Server { child, stderr })
     }
 
@@ -191,6 +165,43 @@ impl Server {
     /// What it has written to stderr so far (its complaints about failed sockets, if any).
     pub fn stderr(&self) -> String {
         read_collected(&self.stderr)
+    }
+}
+
+/// Waits until a `pw-probe` command that binds first (`serve`, `count`) prints `ready`.
+fn await_ready(
+    ns: &Namespace,
+    child: &ChildGuard,
+    stderr: &Arc<Mutex<String>>,
+    lines: &Receiver<String>,
+) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let not_ready = |detail: String| Error::ProbeNotReady {
+        namespace: ns.name().to_string(),
+        detail,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.trim() == "ready" => return Ok(()),
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(not_ready(format!(
+                    "no `ready` within {READY_TIMEOUT:?}; stderr: {}",
+                    read_collected(stderr)
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                // The stderr reader may still be draining the pipe.
+                std::thread::sleep(Duration::from_millis(20));
+                return Err(not_ready(format!(
+                    "it exited ({}): {}",
+                    status.map_or("killed".to_string(), |s| s.to_string()),
+                    read_collected(stderr)
+                )));
+            }
+        }
     }
 }
 
@@ -301,6 +312,232 @@ pub fn transfer(
         timeout.as_millis().max(1).to_string(),
     ];
     run_to_result(ns, "transfer", args, timeout)
+}
+
+/// How an interface's counters moved during a [`flood`] (`tx_*`) or a [`Counter`] window
+/// (`rx_*`), read from `/sys/class/net/IF/statistics` inside the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InterfaceDelta {
+    pub name: String,
+    pub packets: u64,
+    pub dropped: u64,
+}
+
+/// What a `pw-probe flood` sends: UDP datagrams to `to:port`, as fast as one thread can, for
+/// `duration`, from `flows` sockets (source ports) in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloodSpec {
+    pub to: IpAddr,
+    pub port: u16,
+    pub duration: Duration,
+    /// Bytes of the Ethernet frame each datagram makes (payload = size − 42 over IPv4, − 62
+    /// over IPv6); on TUN the packet is 14 bytes shorter.
+    pub size: u16,
+    pub flows: u16,
+    /// An interface whose `tx_packets`/`tx_dropped` to report (the pod's `eth0`).
+    pub interface: Option<String>,
+}
+
+impl FloodSpec {
+    /// 64-byte frames, one flow, counters of `eth0`.
+    pub fn new(to: IpAddr, port: u16, duration: Duration) -> FloodSpec {
+        FloodSpec {
+            to,
+            port,
+            duration,
+            size: 64,
+            flows: 1,
+            interface: Some(crate::topology::POD_INTERFACE.to_string()),
+        }
+    }
+
+    pub fn with_flows(mut self, flows: u16) -> FloodSpec {
+        self.flows = flows;
+        self
+    }
+
+    pub fn with_size(mut self, size: u16) -> FloodSpec {
+        self.size = size;
+        self
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "flood".to_string(),
+            "--to".into(),
+            self.to.to_string(),
+            "--port".into(),
+            self.port.to_string(),
+            "--seconds".into(),
+            seconds_arg(self.duration),
+            "--size".into(),
+            self.size.to_string(),
+            "--flows".into(),
+            self.flows.to_string(),
+        ];
+        if let Some(interface) = &self.interface {
+            args.extend(["--interface".into(), interface.clone()]);
+        }
+        args
+    }
+}
+
+/// The result line of a `pw-probe flood`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FloodOutcome {
+    /// Datagrams the sender's kernel accepted.
+    pub sent: u64,
+    /// Sends that failed (ENOBUFS, ECONNREFUSED after an ICMP error, …).
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub seconds: f64,
+    pub pps: f64,
+    pub interface: Option<InterfaceDelta>,
+}
+
+/// Runs `pw-probe flood` in `ns` to its end (`spec.duration`).
+pub fn flood(ns: &Namespace, spec: &FloodSpec) -> Result<FloodOutcome> {
+    run_to_result(ns, "flood", spec.args(), spec.duration)
+}
+
+/// What a [`Counter`] counts: datagrams to UDP `port`, for `duration` from the first one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountSpec {
+    pub port: u16,
+    pub duration: Duration,
+    /// How long to wait for the first datagram.
+    pub wait: Duration,
+    /// Address to bind; `None` binds `::` for both families.
+    pub bind: Option<IpAddr>,
+    /// An interface whose `rx_packets`/`rx_dropped` over the window to report (`eth0`).
+    pub interface: Option<String>,
+}
+
+impl CountSpec {
+    /// Waits up to 10 s for the first datagram; counters of `eth0`.
+    pub fn new(port: u16, duration: Duration) -> CountSpec {
+        CountSpec {
+            port,
+            duration,
+            wait: Duration::from_secs(10),
+            bind: None,
+            interface: Some(crate::topology::POD_INTERFACE.to_string()),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "count".to_string(),
+            "--udp".into(),
+            self.port.to_string(),
+            "--seconds".into(),
+            seconds_arg(self.duration),
+            "--wait-ms".into(),
+            self.wait.as_millis().max(1).to_string(),
+        ];
+        if let Some(bind) = self.bind {
+            args.extend(["--bind".into(), bind.to_string()]);
+        }
+        if let Some(interface) = &self.interface {
+            args.extend(["--interface".into(), interface.clone()]);
+        }
+        args
+    }
+}
+
+/// The result line of a `pw-probe count`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CountOutcome {
+    /// Datagrams read from the socket in the window (0: none arrived within `wait`).
+    pub received: u64,
+    /// The window, from the first datagram on.
+    pub seconds: f64,
+    /// `received / seconds`.
+    pub pps: f64,
+    /// Datagrams that reached the socket but found its buffer full (`Udp: RcvbufErrors`).
+    pub rcvbuf_errors: Option<u64>,
+    pub interface: Option<InterfaceDelta>,
+    pub detail: String,
+}
+
+/// A running `pw-probe count`, bound and waiting for its first datagram; killed when dropped.
+#[derive(Debug)]
+pub struct Counter {
+    child: ChildGuard,
+    stderr: Arc<Mutex<String>>,
+    lines: Receiver<String>,
+    namespace: String,
+    spec: CountSpec,
+}
+
+impl Counter {
+    /// Starts counting in `ns`; returns once the socket is bound (`ready`).
+    pub fn start(ns: &Namespace, spec: &CountSpec) -> Result<Counter> {
+        let bin = binary()?;
+        let mut argv = vec![bin.into_os_string()];
+        argv.extend(spec.args().into_iter().map(Into::into));
+        let mut child = ns.spawn(argv)?;
+        let stderr = collect(child.take_stderr());
+        let lines = line_channel(child.take_stdout().expect("spawn pipes stdout"));
+        await_ready(ns, &child, &stderr, &lines)?;
+        Ok(Counter {
+            child,
+            stderr,
+            lines,
+            namespace: ns.name().to_string(),
+            spec: spec.clone(),
+        })
+    }
+
+    /// Waits for the result (at most `wait + duration` and a grace period after this call).
+    pub fn finish(self) -> Result<CountOutcome> {
+        let failed = |detail: String| Error::Probe {
+            namespace: self.namespace.clone(),
+            command: "count".into(),
+            detail,
+        };
+        let line = match self
+            .lines
+            .recv_timeout(self.spec.wait + self.spec.duration + GRACE)
+        {
+            Ok(line) => line,
+            Err(_) => {
+                self.child.kill();
+                std::thread::sleep(Duration::from_millis(20));
+                return Err(failed(format!(
+                    "no result; stderr: {}",
+                    read_collected(&self.stderr).trim()
+                )));
+            }
+        };
+        let status = self.child.wait()?;
+        let code = status.and_then(|s| s.code());
+        match (code, serde_json::from_str::<CountOutcome>(line.trim())) {
+            (Some(0 | 1), Ok(outcome)) => Ok(outcome),
+            (_, parsed) => {
+                std::thread::sleep(Duration::from_millis(20));
+                Err(failed(format!(
+                    "exit {}; stdout: {}; stderr: {}{}",
+                    code.map_or("by signal".to_string(), |c| c.to_string()),
+                    line.trim(),
+                    read_collected(&self.stderr).trim(),
+                    parsed
+                        .err()
+                        .map(|e| format!("; unreadable result: {e}"))
+                        .unwrap_or_default(),
+                )))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+}
+
+/// Seconds as `pw-probe` reads them, to the millisecond.
+fn seconds_arg(duration: Duration) -> String {
+    format!("{:.3}", duration.as_secs_f64())
 }
 
 /// Runs a `pw-probe` command that prints one JSON line and exits 0 (worked) or 1 (did not);
@@ -420,6 +657,36 @@ mod tests {
             ..ServeSpec::default()
         };
         assert_eq!(spec.args().join(" "), "serve --exit-on-eof --udp 53");
+    }
+
+    #[test]
+    fn flood_and_count_specs_become_their_command_lines() {
+        let flood = FloodSpec::new("10.0.0.2".parse().unwrap(), 9999, Duration::from_secs(5))
+            .with_flows(100);
+        assert_eq!(
+            flood.args().join(" "),
+            "flood --to 10.0.0.2 --port 9999 --seconds 5.000 --size 64 --flows 100 \
+             --interface eth0"
+        );
+        let count = CountSpec {
+            interface: None,
+            ..CountSpec::new(9999, Duration::from_millis(2500))
+        };
+        assert_eq!(
+            count.args().join(" "),
+            "count --udp 9999 --seconds 2.500 --wait-ms 10000"
+        );
+    }
+
+    #[test]
+    fn flood_and_count_result_lines_parse() {
+        let line = r#"{"command":"flood","to":"10.0.0.2","port":9999,"size":64,"flows":1,"sent":10,"errors":0,"first_error":null,"seconds":1.0,"pps":10.0,"interface":{"name":"eth0","packets":10,"dropped":0}}"#;
+        let outcome: FloodOutcome = serde_json::from_str(line).unwrap();
+        assert_eq!(outcome.sent, 10);
+        assert_eq!(outcome.interface.unwrap().packets, 10);
+        let line = r#"{"command":"count","udp":9999,"received":0,"seconds":0.0,"pps":0.0,"rcvbuf_errors":null,"interface":null,"detail":"no datagram within 10 ms"}"#;
+        let outcome: CountOutcome = serde_json::from_str(line).unwrap();
+        assert_eq!(outcome.received, 0);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   unreachable, timed out), 2 on usage or local errors (bad arguments, an address that is not
 //!   local). Prints one JSON line.
 //! - `transfer`: sends pseudo-random bytes to a sink and checks the far end's SHA-256.
+//! - `flood`: sends UDP datagrams as fast as one thread can for a while (a packet generator for
+//!   throughput runs; a `send` per datagram, no batching).
+//! - `count`: counts the UDP datagrams arriving on a port for a while (the sink for `flood`).
 //!
 //! It talks only to the addresses it is given and binds only where it is told.
 #![forbid(unsafe_code)]
@@ -50,6 +53,15 @@ enum Command {
     ///
     /// Example: pw-probe transfer --to 10.244.1.10 --port 9000 --bytes 8000000
     Transfer(TransferArgs),
+    /// Send UDP datagrams as fast as possible for a while; prints one JSON line.
+    ///
+    /// Example: pw-probe flood --to 10.244.1.10 --port 9999 --seconds 5 --size 64 --flows 100
+    Flood(FloodArgs),
+    /// Count UDP datagrams arriving on a port: prints `ready` once bound, then, SECONDS after
+    /// the first datagram, one JSON line. Exit 1 if none arrives within --wait-ms.
+    ///
+    /// Example: pw-probe count --udp 9999 --seconds 5
+    Count(CountArgs),
 }
 
 #[derive(clap::Args)]
@@ -118,6 +130,58 @@ struct TransferArgs {
     timeout_ms: u64,
 }
 
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        Ok(_) => Err("must be a number of seconds above 0 (at most 86400)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(clap::Args)]
+struct FloodArgs {
+    #[arg(long)]
+    to: IpAddr,
+    #[arg(long)]
+    port: u16,
+    /// How long to send.
+    #[arg(long, value_parser = positive_seconds)]
+    seconds: f64,
+    /// Bytes of the Ethernet frame each datagram makes (14 + IP header + 8 + payload, no FCS):
+    /// the payload is SIZE - 42 bytes over IPv4 and SIZE - 62 over IPv6 (never below 0). On a
+    /// TUN device there is no Ethernet header, so the packet is 14 bytes shorter.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(..=9000))]
+    size: u16,
+    /// Distinct flows (source ports), one socket each, sent to in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    flows: u16,
+    /// Source address (must be local); the kernel picks one without it.
+    #[arg(long)]
+    from: Option<IpAddr>,
+    /// Report this interface's tx_packets and tx_dropped over the run (say, eth0).
+    #[arg(long)]
+    interface: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct CountArgs {
+    /// The UDP port to count on.
+    #[arg(long)]
+    udp: u16,
+    /// How long to count, from the first datagram on.
+    #[arg(long, value_parser = positive_seconds)]
+    seconds: f64,
+    /// Address to bind; without it, `::` for both families (or `0.0.0.0` when IPv6 is off).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// How long to wait for the first datagram.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    wait_ms: u64,
+    /// Report this interface's rx_packets and rx_dropped over the counting window (say, eth0).
+    #[arg(long)]
+    interface: Option<String>,
+}
+
 const EXIT_OK: u8 = 0;
 const EXIT_BLOCKED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -134,6 +198,8 @@ fn main() -> ExitCode {
         },
         Command::Connect(args) => connect(&args),
         Command::Transfer(args) => transfer(&args),
+        Command::Flood(args) => flood(&args),
+        Command::Count(args) => count(&args),
     }
 }
 
@@ -669,6 +735,305 @@ fn run_transfer(
         return Err(Outcome::Blocked("the far end closed without a hash".into()));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// flood
+
+#[derive(Serialize)]
+struct FloodReport {
+    command: &'static str,
+    to: IpAddr,
+    port: u16,
+    size: u16,
+    flows: u16,
+    /// Datagrams the kernel accepted (`send` returned the length).
+    sent: u64,
+    /// `send` calls that failed (ENOBUFS, ECONNREFUSED after an ICMP error, …).
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    pps: f64,
+    interface: Option<InterfaceDelta>,
+}
+
+/// How an interface's counters moved over a run (from /sys/class/net/IF/statistics).
+#[derive(Serialize, Default)]
+struct InterfaceDelta {
+    name: String,
+    packets: u64,
+    dropped: u64,
+}
+
+fn interface_counter(interface: &str, name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/statistics/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A snapshot of an interface's `{dir}_packets` and `{dir}_dropped`.
+fn interface_snapshot(interface: &str, dir: &str) -> Option<(u64, u64)> {
+    Some((
+        interface_counter(interface, &format!("{dir}_packets"))?,
+        interface_counter(interface, &format!("{dir}_dropped"))?,
+    ))
+}
+
+fn interface_delta(
+    interface: Option<&str>,
+    dir: &str,
+    before: Option<(u64, u64)>,
+) -> Option<InterfaceDelta> {
+    let name = interface?;
+    let (p0, d0) = before?;
+    let (p1, d1) = interface_snapshot(name, dir)?;
+    Some(InterfaceDelta {
+        name: name.to_string(),
+        packets: p1.wrapping_sub(p0),
+        dropped: d1.wrapping_sub(d0),
+    })
+}
+
+fn flood(args: &FloodArgs) -> ExitCode {
+    let header = if args.to.is_ipv4() { 42 } else { 62 };
+    let payload = vec![0x5au8; usize::from(args.size).saturating_sub(header)];
+    let target = SocketAddr::new(args.to, args.port);
+    let mut report = FloodReport {
+        command: "flood",
+        to: args.to,
+        port: args.port,
+        size: args.size,
+        flows: args.flows,
+        sent: 0,
+        errors: 0,
+        first_error: None,
+        seconds: 0.0,
+        pps: 0.0,
+        interface: None,
+    };
+    if args.from.is_some_and(|f| f.is_ipv4() != args.to.is_ipv4()) {
+        report.first_error = Some("--from and --to are of different address families".into());
+        print_json(&report);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // One connected socket per flow: each has its own source port, and `send` on a connected
+    // socket skips the route lookup `send_to` would do.
+    let mut sockets = Vec::with_capacity(args.flows.into());
+    for _ in 0..args.flows {
+        let socket = new_socket(args.to, Type::DGRAM, Protocol::UDP).and_then(|s| {
+            if let Some(from) = args.from {
+                s.bind(&SocketAddr::new(from, 0).into())?;
+            }
+            s.connect(&target.into())?;
+            Ok(UdpSocket::from(s))
+        });
+        match socket {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                report.first_error = Some(format!("socket: {e}"));
+                print_json(&report);
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let before = args
+        .interface
+        .as_deref()
+        .and_then(|i| interface_snapshot(i, "tx"));
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(args.seconds);
+    let (mut sent, mut errors) = (0u64, 0u64);
+    // The clock is read about once per 256 sends (a vDSO call, but not free).
+    let rounds = (256 / sockets.len()).max(1);
+    'send: loop {
+        for _ in 0..rounds {
+            for socket in &sockets {
+                match socket.send(&payload) {
+                    Ok(_) => sent += 1,
+                    Err(e) => {
+                        errors += 1;
+                        if report.first_error.is_none() {
+                            report.first_error = Some(format!("send: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() >= until {
+            break 'send;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    report.interface = interface_delta(args.interface.as_deref(), "tx", before);
+    report.sent = sent;
+    report.errors = errors;
+    report.seconds = elapsed;
+    report.pps = sent as f64 / elapsed.max(1e-9);
+    print_json(&report);
+    ExitCode::from(if sent > 0 { EXIT_OK } else { EXIT_BLOCKED })
+}
+
+// ---------------------------------------------------------------------------------------------
+// count
+
+#[derive(Serialize)]
+struct CountReport {
+    command: &'static str,
+    udp: u16,
+    /// Datagrams read from the socket in the window.
+    received: u64,
+    /// The window: from the first datagram to the end of counting.
+    seconds: f64,
+    /// `received / seconds`.
+    pps: f64,
+    /// Datagrams the kernel dropped because the socket's buffer was full (the namespace's
+    /// `Udp: RcvbufErrors` over the window): they arrived but this reader was too slow.
+    rcvbuf_errors: Option<u64>,
+    interface: Option<InterfaceDelta>,
+    detail: String,
+}
+
+/// `Udp: RcvbufErrors` from this namespace's /proc/net/snmp.
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names = udp.next()?;
+    let values = udp.next()?;
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+fn count_socket(args: &CountArgs) -> io::Result<UdpSocket> {
+    let bind = |ip: IpAddr, only_v6: bool| -> io::Result<UdpSocket> {
+        let addr = SocketAddr::new(ip, args.udp);
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if ip.is_ipv6() {
+            socket.set_only_v6(only_v6)?;
+        }
+        // A larger buffer rides out scheduling hiccups; the kernel caps it at rmem_max.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        socket
+            .bind(&addr.into())
+            .map_err(|e| with_addr(e, "binding UDP", addr))?;
+        Ok(socket.into())
+    };
+    match args.bind {
+        Some(ip) => bind(ip, true),
+        None => bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED), false)
+            .or_else(|_| bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED), false)),
+    }
+}
+
+fn count(args: &CountArgs) -> ExitCode {
+    let mut report = CountReport {
+        command: "count",
+        udp: args.udp,
+        received: 0,
+        seconds: 0.0,
+        pps: 0.0,
+        rcvbuf_errors: None,
+        interface: None,
+        detail: String::new(),
+    };
+    let socket = match count_socket(args) {
+        Ok(s) => s,
+        Err(e) => {
+            report.detail = format!("socket: {e}");
+            print_json(&report);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    {
+        let mut out = io::stdout().lock();
+        if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let mut buf = vec![0u8; 65_536];
+    // The first datagram starts the window (and is counted in it).
+    let first = Instant::now() + Duration::from_millis(args.wait_ms);
+    loop {
+        let Some(left) = remaining(first) else {
+            report.detail = format!("no datagram within {} ms", args.wait_ms);
+            print_json(&report);
+            return ExitCode::from(EXIT_BLOCKED);
+        };
+        if let Err(e) = socket.set_read_timeout(Some(left)) {
+            report.detail = format!("set_read_timeout: {e}");
+            print_json(&report);
+            return ExitCode::from(EXIT_USAGE);
+        }
+        match socket.recv(&mut buf) {
+            Ok(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                report.detail = format!("recv: {e}");
+                print_json(&report);
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let start = Instant::now();
+    let rcvbuf_before = udp_rcvbuf_errors();
+    let if_before = args
+        .interface
+        .as_deref()
+        .and_then(|i| interface_snapshot(i, "rx"));
+    let until = start + Duration::from_secs_f64(args.seconds);
+    let mut received = 1u64;
+    // A read timeout is set once, short, and the clock is checked after every timeout and
+    // every 1024 datagrams, so a steady stream costs one `recv` per datagram and little else.
+    if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(10))) {
+        report.detail = format!("set_read_timeout: {e}");
+        print_json(&report);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut since_check = 0u32;
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(_) => {
+                received += 1;
+                since_check += 1;
+                if since_check < 1024 {
+                    continue;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // ECONNREFUSED and the like cannot happen on an unconnected socket; say so if
+                // something else does, and stop.
+                report.detail = format!("recv: {e}");
+                break;
+            }
+        }
+        since_check = 0;
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    report.received = received;
+    report.seconds = elapsed;
+    report.pps = received as f64 / elapsed.max(1e-9);
+    report.rcvbuf_errors = rcvbuf_before
+        .zip(udp_rcvbuf_errors())
+        .map(|(a, b)| b.wrapping_sub(a));
+    report.interface = interface_delta(args.interface.as_deref(), "rx", if_before);
+    if report.detail.is_empty() {
+        report.detail = "counted".into();
+    }
+    print_json(&report);
+    ExitCode::from(EXIT_OK)
 }
 
 // ---------------------------------------------------------------------------------------------
