@@ -35,6 +35,34 @@ pub struct Snapshot {
     pub malformed: Vec<(&'static str, u64)>,
 }
 
+impl Snapshot {
+    /// What happened between `before` and this snapshot (of the same counters).
+    pub fn since(&self, before: &Snapshot) -> Snapshot {
+        let earlier = |reason: &str| {
+            before
+                .malformed
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n)
+        };
+        Snapshot {
+            allowed_ingress: self.allowed_ingress - before.allowed_ingress,
+            allowed_egress: self.allowed_egress - before.allowed_egress,
+            denied_ingress: self.denied_ingress - before.denied_ingress,
+            denied_egress: self.denied_egress - before.denied_egress,
+            forwarded: self.forwarded - before.forwarded,
+            dropped: self.dropped - before.dropped,
+            icmp_unrelated: self.icmp_unrelated - before.icmp_unrelated,
+            malformed: self
+                .malformed
+                .iter()
+                .map(|&(reason, n)| (reason, n - earlier(reason)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64) {
     // Single writer: a load and a store avoid the locked read-modify-write of fetch_add.

@@ -98,6 +98,22 @@ pub fn resolve(published: &Published, probes: &[LabProbe]) -> Result<Vec<Resolve
         .collect()
 }
 
+/// The filter's veth attachments for every pod of a `Datapath::Veth` topology.
+pub fn veth_attachments(topology: &Topology) -> Vec<Attachment> {
+    topology
+        .pods()
+        .iter()
+        .filter_map(|pod| {
+            let ports = pod.filter_ports()?;
+            Some(Attachment::Veth {
+                pod: pod.key().to_string(),
+                pod_interface: ports.pod_side.clone(),
+                node_interface: ports.bridge_side.clone(),
+            })
+        })
+        .collect()
+}
+
 impl Lab {
     /// Builds the topology for the current classifier's cluster (plus a host for every probe
     /// address that is not a pod), starts the filter, and starts servers for `probes`.
@@ -142,25 +158,14 @@ impl Lab {
             filter: options.filter,
         };
         let node = match options.datapath {
-            DatapathKind::Xdp => {
-                let attachments = topology
-                    .pods()
-                    .iter()
-                    .filter_map(|pod| {
-                        let ports = pod.filter_ports()?;
-                        Some(Attachment::Veth {
-                            pod: pod.key().to_string(),
-                            pod_interface: ports.pod_side.clone(),
-                            node_interface: ports.bridge_side.clone(),
-                        })
-                    })
-                    .collect();
-                RunningNode::start(
-                    node_config(attachments, Some(topology.node().name().to_string())),
-                    Arc::clone(&published),
-                )
-                .map_err(|e| Error::Topology(format!("starting the filter: {e}")))?
-            }
+            DatapathKind::Xdp => RunningNode::start(
+                node_config(
+                    veth_attachments(&topology),
+                    Some(topology.node().name().to_string()),
+                ),
+                Arc::clone(&published),
+            )
+            .map_err(|e| Error::Topology(format!("starting the filter: {e}")))?,
             DatapathKind::Tun => {
                 // Devices are created in this namespace, then moved into their pods. Names are
                 // unique per process (several labs may start at once) and fit IFNAMSIZ:

@@ -327,31 +327,6 @@ pub fn counters(lab: &Lab) -> Vec<(String, Snapshot)> {
         .collect()
 }
 
-fn minus(after: &Snapshot, before: &Snapshot) -> Snapshot {
-    Snapshot {
-        allowed_ingress: after.allowed_ingress - before.allowed_ingress,
-        allowed_egress: after.allowed_egress - before.allowed_egress,
-        denied_ingress: after.denied_ingress - before.denied_ingress,
-        denied_egress: after.denied_egress - before.denied_egress,
-        forwarded: after.forwarded - before.forwarded,
-        dropped: after.dropped - before.dropped,
-        icmp_unrelated: after.icmp_unrelated - before.icmp_unrelated,
-        malformed: after
-            .malformed
-            .iter()
-            .map(|&(reason, n)| {
-                let was = before
-                    .malformed
-                    .iter()
-                    .find(|(r, _)| *r == reason)
-                    .map_or(0, |(_, n)| *n);
-                (reason, n - was)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect(),
-    }
-}
-
 /// One probe's three answers.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
@@ -588,7 +563,7 @@ pub fn run_cases(cases: &[Case], options: LabOptions) -> Vec<CaseReport> {
                 counters: after
                     .iter()
                     .zip(&before)
-                    .map(|((name, a), (_, b))| (name.clone(), minus(a, b)))
+                    .map(|((name, a), (_, b))| (name.clone(), a.since(b)))
                     .collect(),
                 elapsed,
             });

@@ -325,7 +325,7 @@ fn measure(
         let filter = node
             .as_ref()
             .zip(before)
-            .map(|(n, b)| difference(&filter_totals(n), &b));
+            .map(|(n, b)| filter_totals(n).since(&b));
         let run = Run {
             received_pps: count.pps,
             rx_pps: count
@@ -410,18 +410,7 @@ fn start_filter(
     match setup {
         Setup::Bypass => Ok(None),
         Setup::Xdp => {
-            let attachments = topology
-                .pods()
-                .iter()
-                .filter_map(|pod| {
-                    let ports = pod.filter_ports()?;
-                    Some(Attachment::Veth {
-                        pod: pod.key().to_string(),
-                        pod_interface: ports.pod_side.clone(),
-                        node_interface: ports.bridge_side.clone(),
-                    })
-                })
-                .collect();
+            let attachments = harness::lab::veth_attachments(topology);
             let node = RunningNode::start(
                 config(
                     DatapathKind::Xdp,
@@ -478,31 +467,6 @@ fn filter_totals(node: &RunningNode) -> Snapshot {
     }
     total.malformed = malformed.into_iter().collect();
     total
-}
-
-fn difference(after: &Snapshot, before: &Snapshot) -> Snapshot {
-    let earlier = |reason: &str| {
-        before
-            .malformed
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
-    };
-    Snapshot {
-        allowed_ingress: after.allowed_ingress - before.allowed_ingress,
-        allowed_egress: after.allowed_egress - before.allowed_egress,
-        denied_ingress: after.denied_ingress - before.denied_ingress,
-        denied_egress: after.denied_egress - before.denied_egress,
-        forwarded: after.forwarded - before.forwarded,
-        dropped: after.dropped - before.dropped,
-        icmp_unrelated: after.icmp_unrelated - before.icmp_unrelated,
-        malformed: after
-            .malformed
-            .iter()
-            .map(|(r, n)| (*r, n - earlier(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect(),
-    }
 }
 
 fn show(value: Option<u64>) -> String {
