@@ -37,6 +37,8 @@ pub struct LabOptions {
     /// Probes run at once.
     pub parallel: usize,
     pub filter: FilterConfig,
+    /// AF_XDP sizes and mode (`force_generic` tries the generic path first-hand).
+    pub xdp: XdpConfig,
 }
 
 impl Default for LabOptions {
@@ -53,6 +55,12 @@ impl Default for LabOptions {
                     ..FlowConfig::default()
                 },
                 ..FilterConfig::default()
+            },
+            // A few pods: smaller UMEMs and rings than a node's defaults.
+            xdp: XdpConfig {
+                frames_per_link: 2048,
+                ring_size: 512,
+                ..XdpConfig::default()
             },
         }
     }
@@ -150,11 +158,7 @@ impl Lab {
             attachments,
             uplink: None,
             tun_mtu: 1500,
-            xdp: XdpConfig {
-                frames_per_link: 2048,
-                ring_size: 512,
-                ..XdpConfig::default()
-            },
+            xdp: options.xdp,
             filter: options.filter,
         };
         let node = match options.datapath {

@@ -397,6 +397,8 @@ pub struct CaseReport {
     pub probes: Vec<ProbeReport>,
     /// What the filter counted while this case's probes ran, per attachment.
     pub counters: Vec<(String, Snapshot)>,
+    /// How the filter's ports were opened (datapath and, for AF_XDP, native or generic mode).
+    pub ports: Vec<String>,
     /// The probes' wall time (the lab's start-up excluded).
     pub elapsed: Duration,
 }
@@ -565,6 +567,7 @@ pub fn run_cases(cases: &[Case], options: LabOptions) -> Vec<CaseReport> {
                     .zip(&before)
                     .map(|((name, a), (_, b))| (name.clone(), a.since(b)))
                     .collect(),
+                ports: lab.node().ports.description.clone(),
                 elapsed,
             });
         }

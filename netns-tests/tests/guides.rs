@@ -5,7 +5,8 @@
 //! Needs root (`PODWALL_SKIP_NETNS=1` skips) and `pw-probe` (`cargo test --workspace` builds
 //! it).
 
-use netns_tests::{require_probe_binary, run_case, Case, DATAPATHS};
+use datapath::node::DatapathKind;
+use netns_tests::{lab_options, require_probe_binary, run_case, run_cases, Case, DATAPATHS};
 
 /// Runs `case` through each datapath and asserts every probe agrees three ways.
 fn scenario(case: Case) {
@@ -70,4 +71,29 @@ fn three_tier_application_with_dns() {
 #[test]
 fn ip_block_with_except_from_hosts_outside_the_cluster() {
     scenario(Case::docs_example("test-network-policy"));
+}
+
+/// veth takes XDP programs in its driver, so the generic (skb) path, podwall's fallback where
+/// native attach fails, is forced here to show it forwards and filters the same.
+#[test]
+fn the_three_tier_application_through_generic_mode_af_xdp() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    require_probe_binary();
+    let mut options = lab_options(DatapathKind::Xdp);
+    options.xdp.force_generic = true;
+    let report = run_cases(&[Case::three_tier()], options)
+        .pop()
+        .expect("one report");
+    assert!(
+        !report.ports.is_empty()
+            && report
+                .ports
+                .iter()
+                .all(|p| p.matches("(generic)").count() == 2),
+        "every socket should be in generic mode: {:?}",
+        report.ports
+    );
+    report.assert_agrees();
 }
