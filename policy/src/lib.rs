@@ -5,6 +5,7 @@
 //! threads, reads no clock and contains no `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod calico;
 pub mod classifier;
 pub mod compile;
 pub mod decision;
