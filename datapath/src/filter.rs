@@ -104,10 +104,6 @@ impl Filter {
         self.current.number
     }
 
-    pub fn flow_count(&self) -> usize {
-        self.flows.len()
-    }
-
     fn resolve_pods(&mut self) {
         let inventory = &self.current.classifier.cluster().inventory;
         self.local_addresses.clear();

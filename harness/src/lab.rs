@@ -11,7 +11,6 @@ use datapath::filter::FilterConfig;
 use datapath::flow_table::FlowConfig;
 use datapath::node::{Attachment, DatapathKind, NodeConfig, RunningNode};
 use datapath::port::xdp::XdpConfig;
-use policy::decision::Party;
 use policy::probe::IpFamily;
 use policy::{Protocol, Published};
 
@@ -80,12 +79,7 @@ pub struct Lab {
     _servers: Vec<Server>,
     node: RunningNode,
     topology: Topology,
-    published: Arc<Published>,
     options: LabOptions,
-}
-
-fn party_address(party: Party) -> IpAddr {
-    party.address()
 }
 
 /// Resolves every probe's ends against the inventory of `published`.
@@ -99,8 +93,8 @@ pub fn resolve(published: &Published, probes: &[LabProbe]) -> Result<Vec<Resolve
                 .map_err(|e| Error::Topology(format!("probe {} -> {}: {e}", p.from, p.to)))?;
             Ok(Resolved {
                 probe: p.clone(),
-                from_address: party_address(from),
-                to_address: party_address(to),
+                from_address: from.address(),
+                to_address: to.address(),
             })
         })
         .collect()
@@ -231,7 +225,6 @@ impl Lab {
             _servers: servers,
             node,
             topology,
-            published,
             options,
         })
     }
@@ -282,9 +275,5 @@ impl Lab {
 
     pub fn node(&self) -> &RunningNode {
         &self.node
-    }
-
-    pub fn published(&self) -> &Arc<Published> {
-        &self.published
     }
 }

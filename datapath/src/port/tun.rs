@@ -15,7 +15,6 @@ use super::{wait_readable, Datapath, Framing, Judge, PortDrops, Side, Verdict};
 
 struct TunPort {
     attachment: Option<u32>,
-    name: String,
     device: tun::Device,
 }
 
@@ -70,7 +69,6 @@ impl TunDatapath {
             by_attachment[index] = Some(ports.len());
             ports.push(TunPort {
                 attachment: Some(*attachment),
-                name: name.clone(),
                 device: open(name, mtu)?,
             });
         }
@@ -78,7 +76,6 @@ impl TunDatapath {
             Some(name) => {
                 ports.push(TunPort {
                     attachment: None,
-                    name: name.to_string(),
                     device: open(name, mtu)?,
                 });
                 Some(ports.len() - 1)
@@ -93,11 +90,6 @@ impl TunDatapath {
             batch: 64,
             drops: PortDrops::default(),
         })
-    }
-
-    /// The device names, in attachment order, then the uplink.
-    pub fn names(&self) -> Vec<&str> {
-        self.ports.iter().map(|p| p.name.as_str()).collect()
     }
 
     fn route(&mut self, from: usize, len: usize, judge: &mut dyn Judge) {

@@ -300,10 +300,6 @@ impl XdpDatapath {
     pub fn new(links: Vec<XdpLink>) -> Self {
         XdpDatapath { links }
     }
-
-    pub fn links(&self) -> &[XdpLink] {
-        &self.links
-    }
 }
 
 impl Datapath for XdpDatapath {

@@ -144,10 +144,6 @@ impl<K: Key> SearchTree<K> {
         from + self.keys[from + 1..=to].partition_point(|&k| k <= key)
     }
 
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
     fn heap_bytes(&self) -> usize {
         self.keys.len() * std::mem::size_of::<K>() + self.buckets.len() * 4
     }
@@ -204,15 +200,6 @@ impl<K: Key> Intervals<K> {
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
         self.classes[self.starts.last_at_or_below(key)]
-    }
-
-    /// Number of intervals.
-    pub fn len(&self) -> usize {
-        self.starts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.starts.len() == 0
     }
 
     pub fn heap_bytes(&self) -> usize {
