@@ -91,13 +91,20 @@ impl Filter {
     }
 
     /// Between batches: read the clock, adopt a newly published classifier, expire some flows.
-    pub fn tick(&mut self) {
+    /// `handled`: frames the last batch moved. A busy filter sweeps at most one entry per frame
+    /// (a full table makes room by itself, and every entry swept is a memory access the frames
+    /// wait for); an idle one sweeps the whole budget.
+    pub fn tick(&mut self, handled: usize) {
         self.now = self.start.elapsed().as_nanos() as u64;
         if self.published.load().number != self.current.number {
             self.current = self.published.load_full();
             self.resolve_pods();
         }
-        self.flows.expire(self.now, self.config.expiry_budget);
+        let budget = match handled {
+            0 => self.config.expiry_budget,
+            n => self.config.expiry_budget.min(n),
+        };
+        self.flows.expire(self.now, budget);
     }
 
     pub fn generation(&self) -> u64 {
@@ -406,7 +413,7 @@ spec:
     }
 
     fn judge(filter: &mut Filter, side: Side, mut frame: Vec<u8>) -> Verdict {
-        filter.tick();
+        filter.tick(0);
         filter.judge(WEB, side, Framing::Ethernet, &mut frame)
     }
 

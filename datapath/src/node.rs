@@ -15,6 +15,7 @@ use crate::port::netns::NetnsGuard;
 use crate::port::tun::TunDatapath;
 use crate::port::xdp::{XdpConfig, XdpDatapath, XdpLink, XdpMode};
 use crate::port::{Datapath, PortDrops};
+use crate::worker::ForwardAll;
 
 /// Which ports carry the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -56,6 +57,21 @@ pub struct NodeConfig {
     pub tun_mtu: u16,
     pub xdp: XdpConfig,
     pub filter: FilterConfig,
+    /// Who decides the frames: the policy filter, or nobody (a benchmark's reference).
+    pub judging: Judging,
+    /// Pin the worker thread to this core.
+    pub worker_cpu: Option<usize>,
+}
+
+/// Who decides the frames the ports receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Judging {
+    /// The policy filter: classifier, flow table, counters. What `podwall run` uses.
+    #[default]
+    Policy,
+    /// Forward everything untouched (`worker::ForwardAll`): the same ports and loop with no
+    /// policy and no flow table, the limit the filter is measured against.
+    ForwardAll,
 }
 
 /// What the ports turned out to be, for reports.
@@ -81,6 +97,8 @@ pub enum NodeError {
     FlowTable(crate::flow_table::ConfigError),
     #[error("the worker thread ended before it was ready")]
     WorkerGone,
+    #[error("{0}")]
+    Pin(io::Error),
     #[error("spawning the worker thread: {0}")]
     Spawn(io::Error),
 }
@@ -179,6 +197,12 @@ impl RunningNode {
             std::thread::Builder::new()
                 .name("podwall-worker".into())
                 .spawn(move || -> io::Result<PortDrops> {
+                    if let Some(cpu) = config.worker_cpu {
+                        if let Err(e) = crate::port::cpu::pin_current_thread(cpu) {
+                            let _ = ready_tx.send(Err(NodeError::Pin(e)));
+                            return Ok(PortDrops::default());
+                        }
+                    }
                     let (mut datapath, info) = match open_ports(&config) {
                         Ok(opened) => opened,
                         Err(e) => {
@@ -199,7 +223,15 @@ impl RunningNode {
                         }
                     };
                     let _ = ready_tx.send(Ok(info));
-                    crate::worker::run(datapath.as_mut(), &mut filter, &stop, &active)?;
+                    match config.judging {
+                        Judging::Policy => {
+                            crate::worker::run(datapath.as_mut(), &mut filter, &stop, &active)?
+                        }
+                        Judging::ForwardAll => {
+                            let mut forward = ForwardAll::new(filter.generation());
+                            crate::worker::run(datapath.as_mut(), &mut forward, &stop, &active)?
+                        }
+                    }
                     Ok(datapath.port_drops())
                 })
                 .map_err(NodeError::Spawn)?

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use datapath::filter::FilterConfig;
 use datapath::flow_table::FlowConfig;
-use datapath::node::{Attachment, DatapathKind, NodeConfig, RunningNode};
+use datapath::node::{Attachment, DatapathKind, Judging, NodeConfig, RunningNode};
 use datapath::port::xdp::XdpConfig;
 use policy::probe::IpFamily;
 use policy::{Protocol, Published};
@@ -154,6 +154,8 @@ impl Lab {
             tun_mtu: 1500,
             xdp: options.xdp,
             filter: options.filter,
+            judging: Judging::Policy,
+            worker_cpu: None,
         };
         let node = match options.datapath {
             DatapathKind::Xdp => RunningNode::start(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use datapath::filter::FilterConfig;
 use datapath::flow_table::ExistingConnections;
-use datapath::node::{Attachment, DatapathKind, NodeConfig, RunningNode};
+use datapath::node::{Attachment, DatapathKind, Judging, NodeConfig, RunningNode};
 use datapath::port::xdp::XdpConfig;
 use policy::Published;
 use serde::Deserialize;
@@ -37,6 +37,9 @@ pub struct NodeFile {
     pub uplink: Option<String>,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Pin the forwarding thread to this core (keep it off the cores of the pods' work).
+    #[serde(default)]
+    pub worker_cpu: Option<usize>,
     pub pods: Vec<PodAttachment>,
 }
 
@@ -144,6 +147,8 @@ impl NodeFile {
             xdp: XdpConfig::default(),
             filter: FilterConfig::default()
                 .with_existing_connections(self.existing_connections.into()),
+            judging: Judging::Policy,
+            worker_cpu: self.worker_cpu,
         })
     }
 }

@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use datapath::counters::Snapshot;
 use datapath::filter::FilterConfig;
-use datapath::node::{Attachment, DatapathKind, NodeConfig, RunningNode};
+use datapath::node::{Attachment, DatapathKind, Judging, NodeConfig, RunningNode};
 use datapath::port::xdp::XdpConfig;
 use datapath::port::PortDrops;
 use harness::probe::{self, CountSpec, Counter, FloodSpec};
@@ -406,6 +406,8 @@ fn start_filter(
         tun_mtu: 1500,
         xdp: XdpConfig::default(),
         filter: FilterConfig::default(),
+        judging: Judging::Policy,
+        worker_cpu: None,
     };
     match setup {
         Setup::Bypass => Ok(None),

@@ -2,9 +2,12 @@
 //! this module tree (AF_XDP rings and UMEM, TUN ioctls, `setns`), each with its `SAFETY:`
 //! invariant; what is above it sees neither raw pointers nor file descriptors.
 
+pub mod cpu;
 pub mod netns;
+pub mod packet_sender;
 pub mod tun;
 pub mod xdp;
+pub mod xdp_drop;
 
 use std::io;
 use std::time::Duration;
