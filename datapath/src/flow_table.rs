@@ -441,6 +441,8 @@ struct TimeoutsNs {
     sctp_replied: u64,
     icmp: u64,
     denied: u64,
+    /// The least of them: an entry idle for less than this cannot have expired.
+    shortest: u64,
 }
 
 impl TimeoutsNs {
@@ -457,6 +459,22 @@ impl TimeoutsNs {
             sctp_replied: ns(t.sctp_replied),
             icmp: ns(t.icmp),
             denied: ns(t.denied),
+            shortest: [
+                t.tcp_syn,
+                t.tcp_established,
+                t.tcp_closing,
+                t.tcp_closed,
+                t.udp_new,
+                t.udp_replied,
+                t.sctp_new,
+                t.sctp_replied,
+                t.icmp,
+                t.denied,
+            ]
+            .into_iter()
+            .map(ns)
+            .min()
+            .unwrap_or(0),
         }
     }
 
@@ -871,7 +889,17 @@ impl Shard {
     /// `incoming` is a denial. Returns whether there is room now.
     fn make_room(&mut self, timeouts: &TimeoutsNs, now: u64, incoming: Verdict) -> bool {
         let mut i = self.tail;
-        for _ in 0..RECLAIM_SCAN {
+        // Every entry was seen no earlier than the tail, so while the tail has been idle for
+        // less than the shortest timeout nothing can have expired, and the look (a cache miss
+        // per entry) is skipped: the case of a flood of new connections, where a full shard
+        // turns over in seconds.
+        let tail_idle = now.saturating_sub(self.entries[i as usize].last_seen);
+        let scan = if tail_idle < timeouts.shortest {
+            0
+        } else {
+            RECLAIM_SCAN
+        };
+        for _ in 0..scan {
             if i == NIL {
                 break;
             }
