@@ -6,6 +6,9 @@
 //!   [`policy::reference`] before anything is timed.
 //! - [`compile_workload`]: many policies over many pods, for timing `Classifier::compile`.
 //!
+//! - [`throughput`]: the throughput runner's parts (rules rendered for every path, frames,
+//!   paths, traffic, report); its binary is `src/bin/throughput.rs`.
+//!
 //! Nothing here is timed; it only builds inputs. Randomness comes from a seeded [`rng::Rng`],
 //! so every run measures the same cluster.
 
@@ -14,6 +17,7 @@ pub mod decide;
 mod model;
 pub mod names;
 pub mod rng;
+pub mod throughput;
 
 pub use compile::compile_workload;
 pub use decide::{decide_workload, DecideWorkload, Key, KeyClass, Lookup};

@@ -1,0 +1,424 @@
+//! What a run found: the samples, as CSV, as Markdown tables with ratios, as the issue's
+//! targets checked, and as a PNG chart of delivered pps against rule count.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+
+use super::frames::Stream;
+use super::paths::PathKind;
+use super::traffic::Sample;
+
+/// Every sample of a run, by (path, stream, rule count). The paths whose work does not depend
+/// on the rules are measured at every count too, as references taken at the same time.
+#[derive(Debug, Default, Clone)]
+pub struct Results {
+    points: BTreeMap<(PathKind, Stream, usize), Vec<Sample>>,
+}
+
+impl Results {
+    pub fn add(&mut self, path: PathKind, stream: Stream, rules: usize, sample: Sample) {
+        self.points
+            .entry((path, stream, rules))
+            .or_default()
+            .push(sample);
+    }
+
+    fn samples(&self, path: PathKind, stream: Stream, rules: usize) -> Option<&[Sample]> {
+        self.points
+            .get(&(path, stream, rules))
+            .map(Vec::as_slice)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn median(&self, path: PathKind, stream: Stream, rules: usize) -> Option<f64> {
+        self.samples(path, stream, rules)
+            .map(|s| median(&s.iter().map(|x| x.delivered).collect::<Vec<_>>()))
+    }
+
+    fn paths(&self) -> Vec<PathKind> {
+        let mut paths: Vec<PathKind> = self.points.keys().map(|(p, _, _)| *p).collect();
+        paths.dedup();
+        paths
+    }
+
+    fn streams(&self) -> Vec<Stream> {
+        let mut streams: Vec<Stream> = self.points.keys().map(|(_, s, _)| *s).collect();
+        streams.sort();
+        streams.dedup();
+        streams
+    }
+
+    pub fn csv(&self) -> String {
+        let mut out = String::from("path,stream,rules,repetition,delivered_pps,offered_pps\n");
+        for ((path, stream, rules), samples) in &self.points {
+            for (i, sample) in samples.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{:.0},{:.0}",
+                    path.key(),
+                    stream.key(),
+                    rules,
+                    i + 1,
+                    sample.delivered,
+                    sample.offered
+                );
+            }
+        }
+        out
+    }
+
+    /// One table per stream: each cell the median (min–max) delivered pps, then its ratio to
+    /// the no-op AF_XDP forwarder and to iptables-legacy at the same rule count.
+    pub fn tables(&self, rule_counts: &[usize]) -> String {
+        let mut out = String::new();
+        for stream in self.streams() {
+            let _ = writeln!(
+                out,
+                "\n### {} — delivered pps, median (min–max); ratio to the no-op AF_XDP \
+                 forwarder / to iptables-legacy\n",
+                stream.name()
+            );
+            out.push_str("| path |");
+            for count in rule_counts {
+                let _ = write!(out, " {} rules |", count_text(*count));
+            }
+            out.push_str("\n|---|");
+            out.push_str(&"---|".repeat(rule_counts.len()));
+            out.push('\n');
+            for path in self.paths() {
+                let _ = write!(out, "| {} |", path.name());
+                for &count in rule_counts {
+                    let cell = match self.samples(path, stream, count) {
+                        None => "–".to_string(),
+                        Some(samples) => {
+                            let values: Vec<f64> = samples.iter().map(|s| s.delivered).collect();
+                            let m = median(&values);
+                            let ratio = |other: PathKind| {
+                                self.median(other, stream, count)
+                                    .filter(|o| *o > 0.0)
+                                    .map_or("–".to_string(), |o| format!("{:.2}×", m / o))
+                            };
+                            format!(
+                                "{} ({}–{}) {} / {}",
+                                rate(m),
+                                rate(min(&values)),
+                                rate(max(&values)),
+                                ratio(PathKind::NoopXdp),
+                                ratio(PathKind::IptablesLegacy)
+                            )
+                        }
+                    };
+                    let _ = write!(out, " {cell} |");
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The issue's targets, each with the figures it compares and whether it holds.
+    pub fn targets(&self, rule_counts: &[usize]) -> String {
+        let mut out = String::from("\n### Targets\n\n");
+        let mut line = |text: String, holds: Option<bool>| {
+            let verdict = match holds {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "not measured",
+            };
+            let _ = writeln!(out, "- {text}: **{verdict}**");
+        };
+        let podwall = PathKind::PodwallXdp;
+        for stream in self.streams() {
+            for &count in rule_counts {
+                let (p, n) = (
+                    self.median(podwall, stream, count),
+                    self.median(PathKind::NoopXdp, stream, count),
+                );
+                line(
+                    format!(
+                        "{}, {} rules: podwall AF_XDP {} vs no-op {} = {} (≥ 0.90)",
+                        stream.name(),
+                        count_text(count),
+                        show_rate(p),
+                        show_rate(n),
+                        show_ratio(p, n)
+                    ),
+                    p.zip(n).map(|(p, n)| p >= 0.9 * n),
+                );
+            }
+            for (count, factor) in [(1000, 2.0), (10_000, 15.0)] {
+                if !rule_counts.contains(&count) {
+                    continue;
+                }
+                let (p, l) = (
+                    self.median(podwall, stream, count),
+                    self.median(PathKind::IptablesLegacy, stream, count),
+                );
+                line(
+                    format!(
+                        "{}, {} rules: podwall AF_XDP {} vs iptables-legacy {} = {} (≥ {factor}×)",
+                        stream.name(),
+                        count_text(count),
+                        show_rate(p),
+                        show_rate(l),
+                        show_ratio(p, l)
+                    ),
+                    p.zip(l).map(|(p, l)| p >= factor * l),
+                );
+            }
+        }
+        for &count in rule_counts {
+            let (new, established) = (
+                self.median(podwall, Stream::NewConnections, count),
+                self.median(podwall, Stream::ThousandFlows, count),
+            );
+            line(
+                format!(
+                    "{} rules: podwall AF_XDP new connections {} vs 1000 established flows {} = \
+                     {} (≥ 0.75)",
+                    count_text(count),
+                    show_rate(new),
+                    show_rate(established),
+                    show_ratio(new, established)
+                ),
+                new.zip(established).map(|(n, e)| n >= 0.75 * e),
+            );
+        }
+        out
+    }
+
+    /// A PNG with one panel per stream: delivered pps against rule count, both on log scales.
+    pub fn chart(&self, rule_counts: &[usize], file: &Path, font: &Path) -> Result<()> {
+        register_font(font)?;
+        let streams = self.streams();
+        let paths = self.paths();
+        let (Some(&lowest), Some(&highest)) = (rule_counts.iter().min(), rule_counts.iter().max())
+        else {
+            return Ok(());
+        };
+        let all: Vec<f64> = self
+            .points
+            .values()
+            .flatten()
+            .map(|s| s.delivered)
+            .filter(|v| *v > 0.0)
+            .collect();
+        let y_low = (min(&all) / 2.0).max(100.0);
+        let y_high = max(&all) * 2.0;
+        let height = 420 * streams.len().max(1) as u32;
+        let root = BitMapBackend::new(file, (1100, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let panels = root.split_evenly((streams.len().max(1), 1));
+        for (panel, stream) in panels.iter().zip(&streams) {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(
+                    format!("64-byte UDP, {}: delivered packets/s", stream.name()),
+                    ("sans-serif", 20),
+                )
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(
+                    ((lowest as f64) * 0.8..(highest as f64) * 1.25).log_scale(),
+                    (y_low..y_high).log_scale(),
+                )
+                .map_err(plot_error)?;
+            chart
+                .configure_mesh()
+                .x_desc("rules applying to the receiving pod")
+                .y_desc("packets/s")
+                .x_label_formatter(&|x| count_text(x.round() as usize))
+                .y_label_formatter(&|y| rate(*y))
+                .draw()
+                .map_err(plot_error)?;
+            for (i, path) in paths.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                let series: Vec<(f64, f64)> = rule_counts
+                    .iter()
+                    .filter_map(|&c| self.median(*path, *stream, c).map(|m| (c as f64, m)))
+                    .filter(|(_, m)| *m > 0.0)
+                    .collect();
+                if series.is_empty() {
+                    continue;
+                }
+                let style = ShapeStyle::from(color).stroke_width(2);
+                chart
+                    .draw_series(LineSeries::new(series.clone(), style))
+                    .map_err(plot_error)?
+                    .label(path.name())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(
+                        series
+                            .iter()
+                            .map(|&point| Circle::new(point, 3, color.filled())),
+                    )
+                    .map_err(plot_error)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(plot_error)?;
+        }
+        root.present().map_err(plot_error)?;
+        Ok(())
+    }
+}
+
+fn register_font(font: &Path) -> Result<()> {
+    let bytes = std::fs::read(font).with_context(|| {
+        format!(
+            "reading the chart font {} (scripts/setup-bench installs fonts-dejavu-core)",
+            font.display()
+        )
+    })?;
+    // plotters keeps the font for the rest of the process.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("{} is not a font plotters can use", font.display()))
+}
+
+fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the chart: {e:?}")
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// `1.23 M`, `456 k`, `789`.
+pub fn rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2} M", pps / 1e6)
+    } else if pps >= 1e4 {
+        format!("{:.0} k", pps / 1e3)
+    } else if pps >= 1e3 {
+        format!("{:.1} k", pps / 1e3)
+    } else {
+        format!("{pps:.0}")
+    }
+}
+
+fn show_rate(pps: Option<f64>) -> String {
+    pps.map_or("–".to_string(), rate)
+}
+
+fn show_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_string(),
+    }
+}
+
+/// `10`, `1k`, `100k`.
+pub fn count_text(count: usize) -> String {
+    if count >= 1000 && count % 1000 == 0 {
+        format!("{}k", count / 1000)
+    } else {
+        count.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(delivered: f64) -> Sample {
+        Sample {
+            delivered,
+            offered: delivered * 2.0,
+        }
+    }
+
+    fn results() -> Results {
+        let mut r = Results::default();
+        for d in [300e3, 310e3, 320e3] {
+            r.add(PathKind::NoopXdp, Stream::OneFlow, 1000, sample(d));
+        }
+        r.add(PathKind::PodwallXdp, Stream::OneFlow, 1000, sample(290e3));
+        r.add(
+            PathKind::IptablesLegacy,
+            Stream::OneFlow,
+            1000,
+            sample(100e3),
+        );
+        r
+    }
+
+    #[test]
+    fn medians_are_per_path_stream_and_count() {
+        let r = results();
+        assert_eq!(
+            r.median(PathKind::NoopXdp, Stream::OneFlow, 1000),
+            Some(310e3)
+        );
+        assert_eq!(r.median(PathKind::NoopXdp, Stream::OneFlow, 10), None);
+        assert_eq!(
+            r.median(PathKind::NoopXdp, Stream::ThousandFlows, 1000),
+            None
+        );
+    }
+
+    #[test]
+    fn tables_show_ratios_and_targets_their_verdicts() {
+        let r = results();
+        let tables = r.tables(&[1000]);
+        assert!(
+            tables.contains("| podwall, AF_XDP | 290 k (290 k–290 k) 0.94× / 2.90× |"),
+            "{tables}"
+        );
+        let targets = r.targets(&[1000]);
+        assert!(
+            targets.contains(
+                "1 flow, 1k rules: podwall AF_XDP 290 k vs no-op 310 k = 0.94× (≥ 0.90): **met**"
+            ),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("vs iptables-legacy 100 k = 2.90× (≥ 2×): **met**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains(
+                "new connections – vs 1000 established flows – = – (≥ 0.75): **not measured**"
+            ),
+            "{targets}"
+        );
+    }
+
+    #[test]
+    fn csv_has_a_row_per_sample() {
+        let csv = results().csv();
+        assert_eq!(csv.lines().count(), 1 + 5);
+        assert!(csv.contains("noop-xdp,flow1,1000,2,310000,620000\n"));
+        assert!(csv.contains("podwall-xdp,flow1,1000,1,290000,580000\n"));
+    }
+}

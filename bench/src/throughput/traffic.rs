@@ -1,0 +1,271 @@
+//! Offering the stream and counting what arrives: a generator thread pinned to its own core
+//! writing frames with [`datapath::port::packet_sender`], at full speed or paced to a rate, and
+//! the sink interface's `rx_packets` (every frame there is dropped by XDP as it arrives).
+//!
+//! A path's figure is its throughput in the RFC 2544 sense: the highest offered rate it
+//! delivers with at most [`LOSS_TOLERANCE`] lost ([`find_rate`]). Offering more than a path can
+//! take measures something else: a path whose receive side does work for frames it drops later
+//! (AF_XDP copies every frame into the UMEM before finding the RX ring full) delivers less
+//! under overload than at its own rate, and by an amount that swings from run to run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use datapath::port::netns::NetnsGuard;
+use datapath::port::packet_sender::PacketSender;
+
+use super::frames::{FrameSource, Framing, Stream};
+
+const BATCH: usize = 64;
+
+/// At most this share of the offered frames may be lost at a path's throughput.
+pub const LOSS_TOLERANCE: f64 = 0.01;
+
+/// The running generator; stopped on drop.
+pub struct Generator {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    /// Frames per second to offer, as `f64` bits; 0: as fast as the device takes them.
+    rate: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Generator {
+    /// Starts sending `stream` on `interface` of namespace `netns`, from core `cpu`.
+    pub fn start(
+        netns: &str,
+        interface: &str,
+        stream: Stream,
+        framing: Framing,
+        cpu: usize,
+    ) -> Result<Generator> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let rate = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let thread = {
+            let (stop, sent, rate) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&rate));
+            let (netns, interface) = (netns.to_string(), interface.to_string());
+            std::thread::Builder::new()
+                .name("pw-generator".into())
+                .spawn(move || -> Result<()> {
+                    let opened = (|| -> Result<PacketSender> {
+                        datapath::port::cpu::pin_current_thread(cpu)?;
+                        let _inside = NetnsGuard::enter(&netns)
+                            .with_context(|| format!("entering {netns}"))?;
+                        PacketSender::open(&interface)
+                            .with_context(|| format!("opening a packet socket on {interface}"))
+                    })();
+                    let mut sender = match opened {
+                        Ok(sender) => {
+                            let _ = ready_tx.send(Ok(()));
+                            sender
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let mut source = FrameSource::new(stream, framing);
+                    let mut frames = source.buffers(BATCH);
+                    let mut pace = Pace::new(0.0);
+                    while !stop.load(Ordering::Relaxed) {
+                        let wanted = f64::from_bits(rate.load(Ordering::Relaxed));
+                        if wanted != pace.rate {
+                            pace = Pace::new(wanted);
+                        }
+                        if !pace.may_send() {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        source.fill(&mut frames);
+                        let refs: [&[u8]; BATCH] = std::array::from_fn(|i| frames[i].as_slice());
+                        let n = sender
+                            .send(&refs)
+                            .with_context(|| format!("sending on {}", sender.interface()))?;
+                        pace.sent += n as u64;
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+                .context("spawning the generator thread")?
+        };
+        let generator = Generator {
+            stop,
+            sent,
+            rate,
+            thread: Some(thread),
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("the generator thread ended before it was ready"))??;
+        Ok(generator)
+    }
+
+    /// Offer `pps` frames per second from now on; `None`: as many as the device takes.
+    pub fn set_rate(&self, pps: Option<f64>) {
+        let bits = pps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits();
+        self.rate.store(bits, Ordering::Relaxed);
+    }
+
+    /// Frames the device has taken so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops it; reports a send error it met.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => bail!("the generator thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Keeps the frames sent since `start` at `rate` per second (0: no limit).
+struct Pace {
+    rate: f64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Pace {
+        Pace {
+            rate,
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn may_send(&self) -> bool {
+        self.rate == 0.0 || (self.sent as f64) < self.rate * self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// The `rx_packets` counter of `interface` in namespace `netns`, from `/proc/net/dev` as a
+/// thread inside that namespace sees it.
+pub fn rx_packets(netns: &str, interface: &str) -> Result<u64> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<u64> {
+                let _inside =
+                    NetnsGuard::enter(netns).with_context(|| format!("entering {netns}"))?;
+                let table = std::fs::read_to_string("/proc/thread-self/net/dev")
+                    .context("reading /proc/thread-self/net/dev")?;
+                parse_rx_packets(&table, interface)
+                    .ok_or_else(|| anyhow!("no interface {interface} in {netns}'s /proc/net/dev"))
+            })
+            .join()
+            .map_err(|_| anyhow!("the counter thread panicked"))?
+    })
+}
+
+fn parse_rx_packets(table: &str, interface: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let (name, counters) = line.split_once(':')?;
+        if name.trim() != interface {
+            return None;
+        }
+        // bytes, packets, errs, drop, …
+        counters.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Frames per second that reached the sink.
+    pub delivered: f64,
+    /// Frames per second the generator's device took.
+    pub offered: f64,
+}
+
+/// Runs `generator` for `warmup`, then counts over `window`.
+pub fn measure(
+    generator: &Generator,
+    sink_netns: &str,
+    sink_interface: &str,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Sample> {
+    std::thread::sleep(warmup);
+    let rx0 = rx_packets(sink_netns, sink_interface)?;
+    let sent0 = generator.sent();
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let rx1 = rx_packets(sink_netns, sink_interface)?;
+    let sent1 = generator.sent();
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(Sample {
+        delivered: rx1.saturating_sub(rx0) as f64 / seconds,
+        offered: sent1.saturating_sub(sent0) as f64 / seconds,
+    })
+}
+
+/// The highest rate (frames/s) the path delivers with at most [`LOSS_TOLERANCE`] lost, or
+/// `None` when it takes all the generator offers at full speed. A bisection between what the
+/// path delivered under full load (halved: under overload it can deliver less than at its own
+/// rate) and what the generator offered, in `steps` steps of one or two measurements of
+/// `window` each. Leaves the generator at the rate found.
+pub fn find_rate(
+    generator: &Generator,
+    sink_netns: &str,
+    sink_interface: &str,
+    window: Duration,
+    steps: u32,
+) -> Result<Option<f64>> {
+    let settle = Duration::from_millis(200);
+    generator.set_rate(None);
+    let full = measure(generator, sink_netns, sink_interface, settle, window)?;
+    if full.delivered >= (1.0 - LOSS_TOLERANCE) * full.offered {
+        return Ok(None);
+    }
+    let (mut low, mut high) = (full.delivered / 2.0, full.offered);
+    let keeps_up = |rate: f64| -> Result<bool> {
+        generator.set_rate(Some(rate));
+        let sample = measure(generator, sink_netns, sink_interface, settle, window)?;
+        Ok(sample.delivered >= (1.0 - LOSS_TOLERANCE) * sample.offered)
+    };
+    for _ in 0..steps {
+        let rate = (low + high) / 2.0;
+        // A loss can be a moment of other work on the machine: a rate fails only twice over.
+        if keeps_up(rate)? || keeps_up(rate)? {
+            low = rate;
+        } else {
+            high = rate;
+        }
+    }
+    generator.set_rate(Some(low));
+    Ok(Some(low))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rx_packets_of_the_named_interface() {
+        let table = "Inter-|   Receive                            |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes\n    \
+             lo:       0       0    0    0    0     0          0         0        0\n  \
+             k123: 6400000  100000    0    0    0     0          0         0        0\n";
+        assert_eq!(parse_rx_packets(table, "k123"), Some(100_000));
+        assert_eq!(parse_rx_packets(table, "lo"), Some(0));
+        assert_eq!(parse_rx_packets(table, "k12"), None);
+    }
+}
