@@ -1,6 +1,8 @@
 //! The throughput runner's paths carry the stream when the rules allow it and, for every path
 //! that filters, drop all of it when no rule does: a figure for a path that does not enforce
-//! its rules would be worthless. Each path is built as the runner builds it, with 10 rules.
+//! its rules would be worthless. Each path is built as the runner builds it, with 25 rules
+//! (three policies, so more than one policy chain), and its rules replaced twice, as the runner
+//! does between sizes.
 
 use std::time::Duration;
 
@@ -42,18 +44,29 @@ fn every_path_carries_allowed_traffic_and_the_filters_drop_the_rest() {
         path: if cores > 1 { 1 } else { 0 },
     };
     let workdir = tempdir();
-    let allowing = RuleSet::generate(10);
-    let denying = RuleSet::generate_denying(10);
+    let allowing = RuleSet::generate(25);
+    let denying = RuleSet::generate_denying(25);
     for kind in PathKind::ALL {
         let mut path = ActivePath::build(kind, &allowing, cores, &workdir)
             .unwrap_or_else(|e| panic!("building {}: {e:#}", kind.key()));
-        for stream in [Stream::OneFlow, Stream::NewConnections] {
-            let pps = delivered(&path, stream);
+        let carries = |path: &ActivePath, when: &str| {
+            for stream in [Stream::OneFlow, Stream::NewConnections] {
+                let pps = delivered(path, stream);
+                assert!(
+                    pps > 1000.0,
+                    "{} {when}: delivered {pps:.0} frames/s of the allowed {} stream",
+                    kind.key(),
+                    stream.name()
+                );
+            }
+        };
+        carries(&path, "as built");
+        if let Some(drops) = path.sink_xdp_drops().expect("the sink's statistics") {
             assert!(
-                pps > 1000.0,
-                "{} delivered {pps:.0} frames/s of the allowed {} stream",
-                kind.key(),
-                stream.name()
+                drops > 1000,
+                "{}: the sink's XDP program dropped only {drops} frames: the frames went \
+                 another way",
+                kind.key()
             );
         }
         if kind.filters() {
@@ -67,6 +80,9 @@ fn every_path_carries_allowed_traffic_and_the_filters_drop_the_rest() {
                 "{} delivered {pps:.0} frames/s that no rule allows",
                 kind.key()
             );
+            path.install(&allowing)
+                .unwrap_or_else(|e| panic!("{}: installing rules: {e:#}", kind.key()));
+            carries(&path, "after its rules were replaced");
         }
         path.finish()
             .unwrap_or_else(|e| panic!("{}: {e:#}", kind.key()));

@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +23,8 @@ use bench::throughput::report::{count_text, rate as rate_text, Results};
 use bench::throughput::rules::RuleSet;
 use bench::throughput::traffic::{self, Generator};
 use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// podwall against the kernel's filters, side by side, at 10 to 100k rules.
 ///
@@ -112,8 +115,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Set by SIGINT or SIGTERM: the runner stops at the next measurement and unwinds, so that
+/// every namespace it made is removed (a signal's default action would leave them behind).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted; everything it built is removed");
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let mut options = Options::parse();
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("throughput: stopping after the current measurement");
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        }
+    });
     if options.quick {
         options.reps = 1;
         options.seconds = 1.0;
@@ -152,8 +173,8 @@ fn run() -> Result<()> {
         options.warmup,
         points as f64
             * (options.warmup
-                + (options.search_steps + 1) as f64 * (options.search_seconds + 0.2)
-                + options.reps as f64 * (options.seconds + 0.2))
+                + (2 * options.search_steps + 1) as f64 * (options.search_seconds + 0.2)
+                + options.reps as f64 * (options.seconds + 0.3))
             / 60.0,
         cores.generator,
         cores.path
@@ -320,7 +341,7 @@ fn measure_all(
                         )),
                         path.detail().map(|d| format!("; {d}")).unwrap_or_default()
                     );
-                    results.add(path.kind(), stream, count, sample);
+                    results.add(path.kind(), stream, count, *rate, sample);
                 }
             }
         }
@@ -344,6 +365,7 @@ fn throughput_rate(
     if let Some(rate) = options.rate {
         return Ok(Some(rate));
     }
+    check_interrupted()?;
     let (netns, interface, framing) = path.sender();
     let generator = Generator::start(netns, interface, stream, framing, cores.generator)?;
     std::thread::sleep(Duration::from_secs_f64(options.warmup));
@@ -367,6 +389,7 @@ fn run_at(
     options: &Options,
     cores: Cores,
 ) -> Result<traffic::Sample> {
+    check_interrupted()?;
     let (netns, interface, framing) = path.sender();
     let generator = Generator::start(netns, interface, stream, framing, cores.generator)?;
     generator.set_rate(rate);

@@ -68,7 +68,7 @@ impl PathKind {
             PathKind::Bridge => "kernel bridge, no filter",
             PathKind::IptablesLegacy => "iptables-legacy, linear rules",
             PathKind::IptablesNft => "iptables-nft, linear rules",
-            PathKind::NftSets => "nftables, one set",
+            PathKind::NftSets => "nftables, one set (stateless)",
             PathKind::Nfqueue => "NFQUEUE + userspace verdicts",
             PathKind::NoopXdp => "AF_XDP no-op forwarder",
             PathKind::PodwallXdp => "podwall, AF_XDP",
@@ -127,7 +127,9 @@ pub struct ActivePath {
 impl ActivePath {
     /// Builds `kind` with `rules` in force.
     pub fn build(kind: PathKind, rules: &RuleSet, cores: Cores, workdir: &Path) -> Result<Self> {
-        let tag = std::process::id() % 100_000;
+        // Interface names carry the process id: the TUN devices are created in this process's
+        // namespace, where another run's could exist.
+        let tag = std::process::id();
         let sender = quiet_namespace("s")?;
         let sink = quiet_namespace("k")?;
         if kind == PathKind::PodwallTun {
@@ -198,13 +200,19 @@ impl ActivePath {
                     kind,
                     PathKind::IptablesLegacy | PathKind::IptablesNft | PathKind::Nfqueue
                 );
+                // Missing without br_netfilter: then bridged traffic skips iptables anyway,
+                // which is fine for the paths that want it off and fatal for the others.
                 path.set_sysctls(
                     &[(
                         "net.bridge.bridge-nf-call-iptables",
                         if through_iptables { "1" } else { "0" },
                     )],
-                    false,
-                )?;
+                    !through_iptables,
+                )
+                .with_context(|| {
+                    "net.bridge.bridge-nf-call-iptables: iptables on a bridge needs the \
+                     br_netfilter module (modprobe br_netfilter)"
+                })?;
                 if kind == PathKind::Nfqueue {
                     active.verdicts = Some(VerdictProgram::start(
                         path.name(),
@@ -238,13 +246,16 @@ impl ActivePath {
             }
             PathKind::PodwallTun => unreachable!("built by build_tun"),
         }
-        // veth hands a frame to the receiver's NAPI only if GRO could merge it, which for a
-        // sender with TSO on means never for UDP (it goes to the sender core's backlog
-        // instead). TSO off on the sender, not UDP GRO forwarding on the receiver: that would
-        // merge the stream's datagrams, and the filters would see one packet per batch.
+        // veth hands a frame to the receiver's NAPI (where XDP runs) only if GRO could merge
+        // it, which for a sending device with TSO on means never for UDP: the frame goes to
+        // the sending core's backlog and the receiver's XDP program never sees it. So TSO off
+        // on the sender (not UDP GRO forwarding on the receiver: that would merge the stream's
+        // datagrams, and the filters would see one packet per batch), and on the path's side
+        // towards the sink, so that the sink's drop program runs on every path alike.
         active
             .sender
             .exec(["ethtool", "-K", &active.sender_interface, "tso", "off"])?;
+        path.exec(["ethtool", "-K", &b, "tso", "off"])?;
         thread_receive_side(path, &a, cores.path)?;
         active.install(rules)?;
         Ok(active)
@@ -378,6 +389,26 @@ impl ActivePath {
     /// Where the sink counts: namespace, interface.
     pub fn sink(&self) -> (&str, &str) {
         (self.sink.name(), &self.sink_interface)
+    }
+
+    /// Frames the sink's XDP program dropped, from the driver's statistics (veth only; `None`
+    /// for TUN, whose generic XDP keeps none). That they grow shows the sink is the cheap drop
+    /// it should be, and not the sink namespace's IP stack.
+    pub fn sink_xdp_drops(&self) -> Result<Option<u64>> {
+        if self.kind == PathKind::PodwallTun {
+            return Ok(None);
+        }
+        let stats = self
+            .sink
+            .exec(["ethtool", "-S", &self.sink_interface])
+            .context("ethtool -S on the sink")?;
+        let drops = stats
+            .lines()
+            .filter_map(|line| line.trim().split_once(':'))
+            .filter(|(name, _)| name.trim().ends_with("xdp_drops"))
+            .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+            .sum();
+        Ok(Some(drops))
     }
 
     /// For reports: what the filter or the verdict program saw, if this path has one.

@@ -17,14 +17,26 @@ use super::traffic::Sample;
 #[derive(Debug, Default, Clone)]
 pub struct Results {
     points: BTreeMap<(PathKind, Stream, usize), Vec<Sample>>,
+    /// The rate the generator was paced to for each point; absent: full speed.
+    paced: BTreeMap<(PathKind, Stream, usize), f64>,
 }
 
 impl Results {
-    pub fn add(&mut self, path: PathKind, stream: Stream, rules: usize, sample: Sample) {
-        self.points
-            .entry((path, stream, rules))
-            .or_default()
-            .push(sample);
+    /// Records one repetition, measured with the generator paced to `paced` frames/s (`None`:
+    /// at full speed).
+    pub fn add(
+        &mut self,
+        path: PathKind,
+        stream: Stream,
+        rules: usize,
+        paced: Option<f64>,
+        sample: Sample,
+    ) {
+        let key = (path, stream, rules);
+        self.points.entry(key).or_default().push(sample);
+        if let Some(rate) = paced {
+            self.paced.insert(key, rate);
+        }
     }
 
     fn samples(&self, path: PathKind, stream: Stream, rules: usize) -> Option<&[Sample]> {
@@ -53,12 +65,17 @@ impl Results {
     }
 
     pub fn csv(&self) -> String {
-        let mut out = String::from("path,stream,rules,repetition,delivered_pps,offered_pps\n");
-        for ((path, stream, rules), samples) in &self.points {
+        let mut out =
+            String::from("path,stream,rules,repetition,delivered_pps,offered_pps,paced_pps\n");
+        for (key @ (path, stream, rules), samples) in &self.points {
+            let paced = self
+                .paced
+                .get(key)
+                .map_or(String::new(), |r| format!("{r:.0}"));
             for (i, sample) in samples.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{:.0},{:.0}",
+                    "{},{},{},{},{:.0},{:.0},{paced}",
                     path.key(),
                     stream.key(),
                     rules,
@@ -361,13 +378,26 @@ mod tests {
     fn results() -> Results {
         let mut r = Results::default();
         for d in [300e3, 310e3, 320e3] {
-            r.add(PathKind::NoopXdp, Stream::OneFlow, 1000, sample(d));
+            r.add(
+                PathKind::NoopXdp,
+                Stream::OneFlow,
+                1000,
+                Some(330e3),
+                sample(d),
+            );
         }
-        r.add(PathKind::PodwallXdp, Stream::OneFlow, 1000, sample(290e3));
+        r.add(
+            PathKind::PodwallXdp,
+            Stream::OneFlow,
+            1000,
+            None,
+            sample(290e3),
+        );
         r.add(
             PathKind::IptablesLegacy,
             Stream::OneFlow,
             1000,
+            None,
             sample(100e3),
         );
         r
@@ -418,7 +448,7 @@ mod tests {
     fn csv_has_a_row_per_sample() {
         let csv = results().csv();
         assert_eq!(csv.lines().count(), 1 + 5);
-        assert!(csv.contains("noop-xdp,flow1,1000,2,310000,620000\n"));
-        assert!(csv.contains("podwall-xdp,flow1,1000,1,290000,580000\n"));
+        assert!(csv.contains("noop-xdp,flow1,1000,2,310000,620000,330000\n"));
+        assert!(csv.contains("podwall-xdp,flow1,1000,1,290000,580000,\n"));
     }
 }

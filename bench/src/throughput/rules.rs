@@ -8,8 +8,8 @@
 //!   per policy, all selecting the sink pod;
 //! - [`RuleSet::iptables`]: what Calico renders for them (iptables-restore input): a
 //!   connection-tracking accept for established flows, a jump to the pod's chain, in it one
-//!   jump per policy into the policy's chain of rules, then a drop. The peers are single CIDRs,
-//!   which Calico (and kube-router, for one prefix) matches inline with `-s`, not with ipsets;
+//!   jump per policy into the policy's chain of mark-and-return rules, then a drop. The peers
+//!   are single CIDRs, which Calico matches inline with `-s` (it uses ipsets for selectors);
 //! - [`RuleSet::nft_sets`]: the strongest kernel form, one nftables set of
 //!   (source prefix, protocol, port) elements looked up once per packet;
 //! - [`RuleSet::first_match`]: the linear scan a userspace verdict program (NFQUEUE) runs.
@@ -120,10 +120,15 @@ impl RuleSet {
         out
     }
 
-    /// iptables-restore input for the `filter` table, as Calico lays out a pod's ingress.
+    /// iptables-restore input for the `filter` table, as Calico lays out a pod's ingress: the
+    /// connection-tracking accept and invalid drop, the pod's chain clearing the accept mark and
+    /// jumping into each policy's chain, returning as soon as one marked the packet; in a
+    /// policy's chain every rule sets the mark on a match and is followed by a return if
+    /// marked; the packet is accepted if marked, and dropped at the end of the pod's chain.
     pub fn iptables(&self) -> String {
-        let mut out = String::with_capacity(self.rules.len() * 80 + 1024);
-        out.push_str("*filter\n:pw-to-sink - [0:0]\n");
+        const MARK: &str = "0x10000/0x10000";
+        let mut out = String::with_capacity(self.rules.len() * 160 + 1024);
+        out.push_str("*filter\n:pw-tw-sink - [0:0]\n");
         for (k, _) in self.policies() {
             let _ = writeln!(out, ":pw-pi-allow-{k} - [0:0]");
         }
@@ -131,18 +136,22 @@ impl RuleSet {
             "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
              -A FORWARD -m conntrack --ctstate INVALID -j DROP\n",
         );
-        let _ = writeln!(out, "-A FORWARD -d {SINK_IP}/32 -j pw-to-sink");
+        let _ = writeln!(out, "-A FORWARD -d {SINK_IP}/32 -j pw-tw-sink");
+        let _ = writeln!(out, "-A FORWARD -m mark --mark {MARK} -j ACCEPT");
+        out.push_str("-A pw-tw-sink -j MARK --set-xmark 0x0/0x10000\n");
         for (k, rules) in self.policies() {
-            let _ = writeln!(out, "-A pw-to-sink -j pw-pi-allow-{k}");
+            let _ = writeln!(out, "-A pw-tw-sink -j pw-pi-allow-{k}");
+            let _ = writeln!(out, "-A pw-tw-sink -m mark --mark {MARK} -j RETURN");
             for rule in rules {
                 let _ = writeln!(
                     out,
-                    "-A pw-pi-allow-{k} -s {} -p udp -m udp --dport {} -j ACCEPT",
+                    "-A pw-pi-allow-{k} -s {} -p udp -m udp --dport {} -j MARK --set-xmark {MARK}",
                     rule.source, rule.port
                 );
+                let _ = writeln!(out, "-A pw-pi-allow-{k} -m mark --mark {MARK} -j RETURN");
             }
         }
-        out.push_str("-A pw-to-sink -j DROP\nCOMMIT\n");
+        out.push_str("-A pw-tw-sink -j DROP\nCOMMIT\n");
         out
     }
 
@@ -257,11 +266,17 @@ mod tests {
     fn the_kernel_renderings_hold_every_rule_once() {
         let rules = RuleSet::generate(25);
         let iptables = rules.iptables();
-        assert_eq!(iptables.matches(" -j ACCEPT\n").count(), 25 + 1);
-        assert_eq!(iptables.matches("-A pw-to-sink -j pw-pi-allow-").count(), 3);
-        assert!(iptables
-            .contains("-A pw-pi-allow-2 -s 10.99.0.0/16 -p udp -m udp --dport 9999 -j ACCEPT\n"));
-        assert!(iptables.ends_with("-A pw-to-sink -j DROP\nCOMMIT\n"));
+        let marks = " -j MARK --set-xmark 0x10000/0x10000\n";
+        assert_eq!(iptables.matches(marks).count(), 25);
+        let returns = " -m mark --mark 0x10000/0x10000 -j RETURN\n";
+        assert_eq!(iptables.matches(returns).count(), 25 + 3);
+        assert_eq!(iptables.matches("-A pw-tw-sink -j pw-pi-allow-").count(), 3);
+        assert!(iptables.contains(
+            "-A pw-pi-allow-2 -s 10.99.0.0/16 -p udp -m udp --dport 9999 -j MARK --set-xmark \
+             0x10000/0x10000\n-A pw-pi-allow-2 -m mark --mark 0x10000/0x10000 -j RETURN\n"
+        ));
+        assert!(iptables.contains("-A FORWARD -m mark --mark 0x10000/0x10000 -j ACCEPT\n"));
+        assert!(iptables.ends_with("-A pw-tw-sink -j DROP\nCOMMIT\n"));
         let nft = rules.nft_sets();
         assert_eq!(nft.matches(" . udp . ").count(), 25);
         assert!(nft.contains("10.99.0.0/16 . udp . 9999\n"));

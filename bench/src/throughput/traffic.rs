@@ -219,9 +219,11 @@ pub fn measure(
 
 /// The highest rate (frames/s) the path delivers with at most [`LOSS_TOLERANCE`] lost, or
 /// `None` when it takes all the generator offers at full speed. A bisection between what the
-/// path delivered under full load (halved: under overload it can deliver less than at its own
-/// rate) and what the generator offered, in `steps` steps of one or two measurements of
-/// `window` each. Leaves the generator at the rate found.
+/// path delivered under full load and what the generator offered, in `steps` steps of one or
+/// two measurements of `window` each; the answer is always a rate that was measured to pass.
+/// If none did, the lower bound is halved until one does (a path that cannot carry even
+/// 1/64 of what it delivered under full load is an error). Leaves the generator at the rate
+/// found.
 pub fn find_rate(
     generator: &Generator,
     sink_netns: &str,
@@ -235,23 +237,44 @@ pub fn find_rate(
     if full.delivered >= (1.0 - LOSS_TOLERANCE) * full.offered {
         return Ok(None);
     }
-    let (mut low, mut high) = (full.delivered / 2.0, full.offered);
     let keeps_up = |rate: f64| -> Result<bool> {
         generator.set_rate(Some(rate));
         let sample = measure(generator, sink_netns, sink_interface, settle, window)?;
         Ok(sample.delivered >= (1.0 - LOSS_TOLERANCE) * sample.offered)
     };
+    // Under overload a path can deliver less than it carries at its own rate (see the module
+    // documentation), so the search starts from half of it.
+    let (mut low, mut high) = (full.delivered / 2.0, full.offered);
+    let mut passed: Option<f64> = None;
     for _ in 0..steps {
         let rate = (low + high) / 2.0;
         // A loss can be a moment of other work on the machine: a rate fails only twice over.
         if keeps_up(rate)? || keeps_up(rate)? {
             low = rate;
+            passed = Some(rate);
         } else {
             high = rate;
         }
     }
-    generator.set_rate(Some(low));
-    Ok(Some(low))
+    let mut rate = low;
+    while passed.is_none() {
+        if rate < full.delivered / 64.0 || rate < 1.0 {
+            bail!(
+                "no rate down to {rate:.0} frames/s arrives with at most {:.0} % loss (under \
+                 full load {:.0} of {:.0} frames/s arrived)",
+                LOSS_TOLERANCE * 100.0,
+                full.delivered,
+                full.offered
+            );
+        }
+        if keeps_up(rate)? || keeps_up(rate)? {
+            passed = Some(rate);
+        } else {
+            rate /= 2.0;
+        }
+    }
+    generator.set_rate(passed);
+    Ok(passed)
 }
 
 #[cfg(test)]
