@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bench::throughput::frames::Stream;
 use bench::throughput::paths::{ActivePath, Cores, PathKind};
-use bench::throughput::report::{count_text, rate as rate_text, Results};
+use bench::throughput::report::{count_text, rate_text, Results};
 use bench::throughput::rules::RuleSet;
 use bench::throughput::traffic::{self, Generator};
 use clap::Parser;
@@ -56,6 +56,10 @@ struct Options {
     /// Bisection steps of that search.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=20))]
     search_steps: u32,
+    /// The common rate at which every path's cost is measured (path-core time per frame); a
+    /// rate below the AF_XDP paths' throughput. 0: skip that measurement.
+    #[arg(long, default_value_t = 150_000.0)]
+    cost_rate: f64,
     /// Offer this many frames per second instead of searching for each path's throughput (for
     /// profiling paths at the same load).
     #[arg(long)]
@@ -174,7 +178,7 @@ fn run() -> Result<()> {
         points as f64
             * (options.warmup
                 + (2 * options.search_steps + 1) as f64 * (options.search_seconds + 0.2)
-                + options.reps as f64 * (options.seconds + 0.3))
+                + 2.0 * options.reps as f64 * (options.seconds + 0.3))
             / 60.0,
         cores.generator,
         cores.path
@@ -193,7 +197,9 @@ fn run() -> Result<()> {
 
     let csv = options.out.join("throughput.csv");
     std::fs::write(&csv, results.csv()).with_context(|| format!("writing {}", csv.display()))?;
-    let tables = results.tables(&rule_counts) + &results.targets(&rule_counts);
+    let tables = results.tables(&rule_counts)
+        + &results.cost_tables(&rule_counts)
+        + &results.targets(&rule_counts);
     let markdown = options.out.join("throughput.md");
     std::fs::write(&markdown, &tables)?;
     let png = options.out.join("throughput.png");
@@ -344,6 +350,40 @@ fn measure_all(
                     results.add(path.kind(), stream, count, *rate, sample);
                 }
             }
+            if options.cost_rate > 0.0 {
+                for rep in 0..options.reps {
+                    for path in &paths {
+                        let cost = cost_at(path, stream, options, cores)
+                            .with_context(|| format!("measuring {}", path.kind().name()))?;
+                        let carried = cost.sample.delivered
+                            >= (1.0 - traffic::LOSS_TOLERANCE) * options.cost_rate;
+                        eprintln!(
+                            "throughput: {:<16} {:>5} rules  {:<15} cost {}: {:.2} µs of the \
+                             path core per frame at {}/s ({:.0} % busy){}",
+                            path.kind().key(),
+                            count_text(count),
+                            stream.name(),
+                            rep + 1,
+                            cost.per_frame_ns() / 1000.0,
+                            rate_text(cost.sample.delivered),
+                            cost.busy * 100.0,
+                            if carried {
+                                ""
+                            } else {
+                                "; did not carry the rate"
+                            }
+                        );
+                        results.add_cost(
+                            path.kind(),
+                            stream,
+                            count,
+                            options.cost_rate,
+                            cost.per_frame_ns(),
+                            carried,
+                        );
+                    }
+                }
+            }
         }
     }
     for path in paths {
@@ -379,6 +419,30 @@ fn throughput_rate(
     )?;
     generator.stop()?;
     Ok(rate)
+}
+
+/// The path core's time per frame with the stream at `--cost-rate`.
+fn cost_at(
+    path: &ActivePath,
+    stream: Stream,
+    options: &Options,
+    cores: Cores,
+) -> Result<traffic::Cost> {
+    check_interrupted()?;
+    let (netns, interface, framing) = path.sender();
+    let generator = Generator::start(netns, interface, stream, framing, cores.generator)?;
+    generator.set_rate(Some(options.cost_rate));
+    let (sink_netns, sink_interface) = path.sink();
+    let cost = traffic::measure_cost(
+        &generator,
+        sink_netns,
+        sink_interface,
+        cores.path,
+        Duration::from_millis(300),
+        Duration::from_secs_f64(options.seconds),
+    )?;
+    generator.stop()?;
+    Ok(cost)
 }
 
 /// One repetition: the stream at `rate` for a short settling time, then the counting window.

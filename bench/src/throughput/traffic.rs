@@ -217,6 +217,68 @@ pub fn measure(
     })
 }
 
+/// What one core spent, in `/proc/stat` ticks: (busy, all). Idle and iowait are not busy.
+fn core_ticks(core: usize) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .ok_or_else(|| anyhow!("/proc/stat has no {name} line"))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().context("a /proc/stat field"))
+        .collect::<Result<_>>()?;
+    let all: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Ok((all - idle, all))
+}
+
+/// What a path costs at a rate it can carry: the path core's busy time per delivered frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub sample: Sample,
+    /// Share of the path core that was busy over the window.
+    pub busy: f64,
+}
+
+impl Cost {
+    /// Nanoseconds of path-core time per delivered frame.
+    pub fn per_frame_ns(&self) -> f64 {
+        self.busy * 1e9 / self.sample.delivered
+    }
+}
+
+/// Like [`measure`], also reading how busy core `path_core` was. At a rate below every
+/// compared path's throughput this is a steadier comparison than the throughputs themselves:
+/// it does not depend on where each path happens to start losing frames.
+pub fn measure_cost(
+    generator: &Generator,
+    sink_netns: &str,
+    sink_interface: &str,
+    path_core: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Cost> {
+    std::thread::sleep(warmup);
+    let before = core_ticks(path_core)?;
+    let sample = measure(
+        generator,
+        sink_netns,
+        sink_interface,
+        Duration::ZERO,
+        window,
+    )?;
+    let after = core_ticks(path_core)?;
+    let all = after.1.saturating_sub(before.1).max(1);
+    Ok(Cost {
+        sample,
+        busy: after.0.saturating_sub(before.0) as f64 / all as f64,
+    })
+}
+
 /// The highest rate (frames/s) the path delivers with at most [`LOSS_TOLERANCE`] lost, or
 /// `None` when it takes all the generator offers at full speed. A bisection between what the
 /// path delivered under full load and what the generator offered, in `steps` steps of one or
