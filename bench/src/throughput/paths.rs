@@ -462,7 +462,7 @@ fn quiet_namespace(tag: &str) -> Result<Namespace> {
 }
 
 fn compile(rules: &RuleSet) -> Result<Classifier> {
-    let cluster = policy::load(&[Source::new("throughput.yaml", &rules.manifests())])
+    let cluster = policy::load(&[Source::new("throughput.yaml", rules.manifests())])
         .map_err(|e| anyhow!("the generated manifests: {e}"))?;
     Ok(Classifier::compile(Arc::new(cluster)))
 }

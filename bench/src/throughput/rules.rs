@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn podwall_reads_the_manifests_as_the_same_rules() {
         let rules = RuleSet::generate(25);
-        let cluster = policy::load(&[Source::new("rules.yaml", &rules.manifests())])
+        let cluster = policy::load(&[Source::new("rules.yaml", rules.manifests())])
             .expect("the generated manifests load");
         assert_eq!(cluster.policies.len(), 3);
         let classifier = Classifier::compile(std::sync::Arc::new(cluster));
