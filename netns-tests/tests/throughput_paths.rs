@@ -73,12 +73,15 @@ fn every_path_carries_allowed_traffic_and_the_filters_drop_the_rest() {
             path.install(&denying)
                 .unwrap_or_else(|e| panic!("{}: installing rules: {e:#}", kind.key()));
             // Frames of the allowed run still in queues are gone well before this window.
+            let before = path.detail();
             let pps = delivered(&path, Stream::ThousandFlows);
             assert_eq!(
                 pps,
                 0.0,
-                "{} delivered {pps:.0} frames/s that no rule allows",
-                kind.key()
+                "{} delivered {pps:.0} frames/s that no rule allows (before: {before:?}; after: \
+                 {:?})",
+                kind.key(),
+                path.detail()
             );
             path.install(&allowing)
                 .unwrap_or_else(|e| panic!("{}: installing rules: {e:#}", kind.key()));

@@ -282,6 +282,13 @@ impl XdpLink {
             } else {
                 0
             };
+            // In copy mode the kernel sends TX frames only inside a kick, and at most 32 per
+            // kick: kick until the whole batch has had its turn, or its tail stays in the ring
+            // until some later kick (frames forwarded now arrive seconds later, and under load
+            // the ring fills and drops).
+            for _ in 0..sent.div_ceil(TX_FRAMES_PER_KICK) {
+                target.tx.wakeup()?;
+            }
             if sent < self.outgoing.len() {
                 self.drops.tx_full += (self.outgoing.len() - sent) as u64;
                 self.free.extend_from_slice(&self.outgoing[sent..]);
@@ -290,6 +297,9 @@ impl XdpLink {
         Ok(n)
     }
 }
+
+/// Frames the kernel sends per TX kick in copy mode (`TX_BATCH_SIZE` in net/xdp/xsk.c).
+const TX_FRAMES_PER_KICK: usize = 32;
 
 /// Every AF_XDP link of a worker.
 pub struct XdpDatapath {
