@@ -94,30 +94,35 @@ impl Results {
                 stream.name(),
                 rate_text(rate)
             );
-            out.push_str("| path |");
-            for count in rule_counts {
-                let _ = write!(out, " {} rules |", count_text(*count));
+            out.push_str(&self.table(rule_counts, |path, count| {
+                let Some((ns, carried)) = self.cost(path, stream, count) else {
+                    return "–".to_string();
+                };
+                let mark = if carried { "" } else { "*" };
+                let ratio = self
+                    .median_cost(PathKind::NoopXdp, stream, count)
+                    .map_or("–".to_string(), |n| format!("{:.2}×", ns / n));
+                format!("{:.2} µs{mark} {ratio}", ns / 1000.0)
+            }));
+        }
+        out
+    }
+
+    /// A Markdown table: a row per path, a column per rule count, `cell` filling each.
+    fn table(&self, rule_counts: &[usize], cell: impl Fn(PathKind, usize) -> String) -> String {
+        let mut out = String::from("| path |");
+        for count in rule_counts {
+            let _ = write!(out, " {} rules |", count_text(*count));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(rule_counts.len()));
+        out.push('\n');
+        for path in self.paths() {
+            let _ = write!(out, "| {} |", path.name());
+            for &count in rule_counts {
+                let _ = write!(out, " {} |", cell(path, count));
             }
-            out.push_str("\n|---|");
-            out.push_str(&"---|".repeat(rule_counts.len()));
             out.push('\n');
-            for path in self.paths() {
-                let _ = write!(out, "| {} |", path.name());
-                for &count in rule_counts {
-                    let cell = match self.cost(path, stream, count) {
-                        None => "–".to_string(),
-                        Some((ns, carried)) => {
-                            let mark = if carried { "" } else { "*" };
-                            let ratio = self
-                                .median_cost(PathKind::NoopXdp, stream, count)
-                                .map_or("–".to_string(), |n| format!("{:.2}×", ns / n));
-                            format!("{:.2} µs{mark} {ratio}", ns / 1000.0)
-                        }
-                    };
-                    let _ = write!(out, " {cell} |");
-                }
-                out.push('\n');
-            }
         }
         out
     }
@@ -182,40 +187,26 @@ impl Results {
                  forwarder / to iptables-legacy\n",
                 stream.name()
             );
-            out.push_str("| path |");
-            for count in rule_counts {
-                let _ = write!(out, " {} rules |", count_text(*count));
-            }
-            out.push_str("\n|---|");
-            out.push_str(&"---|".repeat(rule_counts.len()));
-            out.push('\n');
-            for path in self.paths() {
-                let _ = write!(out, "| {} |", path.name());
-                for &count in rule_counts {
-                    let cell = match self.samples(path, stream, count) {
-                        None => "–".to_string(),
-                        Some(samples) => {
-                            let values: Vec<f64> = samples.iter().map(|s| s.delivered).collect();
-                            let m = median(&values);
-                            let ratio = |other: PathKind| {
-                                self.median(other, stream, count)
-                                    .filter(|o| *o > 0.0)
-                                    .map_or("–".to_string(), |o| format!("{:.2}×", m / o))
-                            };
-                            format!(
-                                "{} ({}–{}) {} / {}",
-                                rate_text(m),
-                                rate_text(min(&values)),
-                                rate_text(max(&values)),
-                                ratio(PathKind::NoopXdp),
-                                ratio(PathKind::IptablesLegacy)
-                            )
-                        }
-                    };
-                    let _ = write!(out, " {cell} |");
-                }
-                out.push('\n');
-            }
+            out.push_str(&self.table(rule_counts, |path, count| {
+                let Some(samples) = self.samples(path, stream, count) else {
+                    return "–".to_string();
+                };
+                let values: Vec<f64> = samples.iter().map(|s| s.delivered).collect();
+                let m = median(&values);
+                let ratio = |other: PathKind| {
+                    self.median(other, stream, count)
+                        .filter(|o| *o > 0.0)
+                        .map_or("–".to_string(), |o| format!("{:.2}×", m / o))
+                };
+                format!(
+                    "{} ({}–{}) {} / {}",
+                    rate_text(m),
+                    rate_text(min(&values)),
+                    rate_text(max(&values)),
+                    ratio(PathKind::NoopXdp),
+                    ratio(PathKind::IptablesLegacy)
+                )
+            }));
         }
         out
     }

@@ -65,6 +65,21 @@ pub struct PortDrops {
     pub no_route: u64,
 }
 
+/// The index of interface `name` in the calling thread's network namespace.
+pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c_name` is a NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name}: {}", io::Error::last_os_error()),
+        ));
+    }
+    Ok(index)
+}
+
 /// Waits until one of `fds` is readable or `timeout` passes.
 pub(crate) fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> io::Result<()> {
     let mut pollfds: Vec<libc::pollfd> = fds

@@ -3,7 +3,6 @@
 //! these machines one core offers about 1.4 M 64-byte frames per second this way, several times
 //! what a UDP socket's `send` reaches, so the path under test, not the generator, is the limit.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -20,16 +19,7 @@ impl PacketSender {
     /// Opens a sender on `interface` in the calling thread's network namespace. It receives
     /// nothing (protocol 0).
     pub fn open(interface: &str) -> io::Result<PacketSender> {
-        let name = CString::new(interface)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-        // SAFETY: `name` is a NUL-terminated string that lives across the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {interface}: {}", io::Error::last_os_error()),
-            ));
-        }
+        let ifindex = super::interface_index(interface)?;
         // SAFETY: plain socket creation; the result is checked before use.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {

@@ -5,7 +5,6 @@
 //! The link is a file descriptor: closing it (dropping the guard) detaches the program, from any
 //! thread and any network namespace, and the kernel also detaches it when the process dies.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -26,16 +25,7 @@ pub struct XdpDrop {
 impl XdpDrop {
     /// Attaches to `interface` in the calling thread's network namespace.
     pub fn attach(interface: &str, mode: DropMode) -> io::Result<XdpDrop> {
-        let name = CString::new(interface)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-        // SAFETY: `name` is a NUL-terminated string that lives across the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {interface}: {}", io::Error::last_os_error()),
-            ));
-        }
+        let ifindex = super::interface_index(interface)?;
         let program = load_drop_program()?;
         let options = libbpf_sys::bpf_link_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
