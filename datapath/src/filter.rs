@@ -235,6 +235,49 @@ impl Filter {
     }
 }
 
+/// The flow key of a plain IPv4 or IPv6 TCP, UDP or SCTP frame, read at fixed offsets without
+/// validation: only a hint for prefetching (anything else, or anything odd, gets `None`; the
+/// frame is parsed properly when it is judged).
+fn quick_flow_key(attachment: u32, framing: Framing, frame: &[u8]) -> Option<FlowKey> {
+    let ip = match framing {
+        Framing::Ethernet => {
+            let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+            if ethertype != 0x0800 && ethertype != 0x86dd {
+                return None;
+            }
+            frame.get(14..)?
+        }
+        Framing::Ip => frame,
+    };
+    let (protocol, src, dst, l4): (u8, IpAddr, IpAddr, &[u8]) = match ip.first()? >> 4 {
+        4 => {
+            let header = usize::from(ip[0] & 0x0f) * 4;
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (*ip.get(9)?, src.into(), dst.into(), ip.get(header..)?)
+        }
+        6 => {
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (*ip.get(6)?, src.into(), dst.into(), ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    if !matches!(protocol, 6 | 17 | 132) {
+        return None;
+    }
+    let src_port = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+    let dst_port = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
+    Some(FlowKey::new(
+        attachment,
+        policy::Protocol(protocol),
+        src,
+        src_port,
+        dst,
+        dst_port,
+    ))
+}
+
 fn forward_if(allowed: bool) -> Verdict {
     if allowed {
         Verdict::Forward
@@ -267,6 +310,16 @@ fn flow_key(attachment: u32, packet: &Packet) -> FlowKey {
 }
 
 impl Judge for Filter {
+    fn prefetch(&mut self, attachment: u32, _side: Side, framing: Framing, frame: &[u8]) {
+        if let Some(key) = quick_flow_key(attachment, framing, frame) {
+            self.flows.prefetch_slot(&key);
+        }
+    }
+
+    fn prefetch_batch(&mut self) {
+        self.flows.prefetch_entries();
+    }
+
     fn judge(
         &mut self,
         attachment: u32,

@@ -15,11 +15,18 @@
 //! is bounded per shard, and a later multi-worker design can hand shards to different workers.
 //!
 //! # Memory
-//! Every shard allocates its entries and its hash index once, in [`FlowTable::new`], as boxed
-//! slices that cannot grow. A shard holds at most `capacity_per_shard` flows; when it is full,
+//! The entries and the hash index of all shards are allocated once, in [`FlowTable::new`], as
+//! two slabs that cannot grow, on transparent huge pages where the kernel gives them (lookups
+//! with many flows then miss the cache but not the TLB). A shard holds at most `capacity_per_shard` flows; when it is full,
 //! an insert reclaims an expired entry among the least recently seen ones, or else evicts the
 //! least recently seen entry (O(1), through an intrusive LRU list of `u32` indices). Memory is
 //! therefore fixed under any flood.
+//!
+//! The LRU order is kept to [`RELIST_AFTER_NS`]: a hit moves its entry to the front of the list
+//! only when it has not moved there for that long. Moving an entry writes its two neighbours,
+//! which with many flows are cold cache lines; a busy flow therefore pays for that once per
+//! interval instead of once per packet, and eviction may pick an entry seen up to that much
+//! later than the true least recently seen one.
 //!
 //! # Semantics the caller relies on
 //! - **Lookup first, then insert.** [`FlowTable::lookup`] answers [`Lookup::Hit`] (use the cached
@@ -52,10 +59,16 @@ use std::time::Duration;
 
 use policy::Protocol;
 
+use crate::huge_slab::HugeSlab;
+
 pub use crate::frame::TcpFlags;
 
 /// "No entry" in the `u32` links of the LRU and free lists and in index slots.
 const NIL: u32 = u32::MAX;
+
+/// How long a hit leaves its entry where it is in the LRU list before moving it to the front
+/// (see the module documentation). Far below any timeout, so expiry is unaffected.
+pub const RELIST_AFTER_NS: u64 = 100_000_000;
 
 /// How many of the least recently seen entries an insert into a full shard examines for an
 /// expired one before it evicts. Timeouts differ by state, so the oldest entry is not always the
@@ -638,8 +651,10 @@ impl AddAssign for FlowStats {
     }
 }
 
-/// One connection, or a free slot (`live == false`, linked through `next`).
+/// One connection, or a free slot (`live == false`, linked through `next`). Two cache lines,
+/// aligned, so that a lookup's prefetch of both covers it.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Entry {
     tuple: Tuple,
     /// Low 32 bits of the tuple's hash: the index slot to start probing from (`tag & mask`), and
@@ -652,6 +667,8 @@ struct Entry {
     verdict: Verdict,
     generation: u64,
     last_seen: u64,
+    /// When the entry last moved to the front of the LRU list; never after `last_seen`.
+    listed_at: u64,
     /// Indexed by [`FlowDirection::index`].
     counters: [Counters; 2],
     /// Towards the most recently seen entry (LRU list).
@@ -659,6 +676,9 @@ struct Entry {
     /// Towards the least recently seen entry (LRU list), or the next free slot.
     next: u32,
 }
+
+// A third cache line per entry would cost every lookup with many flows another miss.
+const _: () = assert!(std::mem::size_of::<Entry>() == 128);
 
 impl Entry {
     const VACANT: Entry = Entry {
@@ -670,6 +690,7 @@ impl Entry {
         verdict: Verdict::Deny { tag: 0 },
         generation: 0,
         last_seen: 0,
+        listed_at: 0,
         counters: [Counters {
             packets: 0,
             bytes: 0,
@@ -724,13 +745,10 @@ struct Slot {
 
 const EMPTY_SLOT: Slot = Slot { tag: 0, entry: NIL };
 
-/// A fixed-capacity part of the table: a slab of entries, a hash index over it, an LRU list
-/// through the live entries and a free list through the others.
-struct Shard {
-    entries: Box<[Entry]>,
-    index: Box<[Slot]>,
-    /// `index.len() - 1`; the index length is a power of two.
-    mask: usize,
+/// The lists of one shard: the LRU list through its live entries, the free list through the
+/// others, and its counters.
+#[derive(Debug, Clone, Copy)]
+struct ShardLists {
     /// Most recently seen live entry.
     head: u32,
     /// Least recently seen live entry: the first to evict.
@@ -741,19 +759,9 @@ struct Shard {
     stats: FlowStats,
 }
 
-impl Shard {
-    fn new(capacity: usize) -> Shard {
-        // At least twice as many slots as entries keeps probe sequences short and guarantees an
-        // empty slot, which ends every probe.
-        let index_len = (capacity * 2).next_power_of_two();
-        let mut entries = vec![Entry::VACANT; capacity].into_boxed_slice();
-        for (i, entry) in entries.iter_mut().enumerate() {
-            entry.next = if i + 1 < capacity { i as u32 + 1 } else { NIL };
-        }
-        Shard {
-            entries,
-            index: vec![EMPTY_SLOT; index_len].into_boxed_slice(),
-            mask: index_len - 1,
+impl ShardLists {
+    fn new() -> ShardLists {
+        ShardLists {
             head: NIL,
             tail: NIL,
             free: 0,
@@ -761,23 +769,41 @@ impl Shard {
             stats: FlowStats::default(),
         }
     }
+}
 
+/// The index slot where `tuple` (with `tag`) is, in one shard's `index` over its `entries`.
+fn find(entries: &[Entry], index: &[Slot], tuple: &Tuple, tag: u32) -> Option<u32> {
+    let mask = index.len() - 1;
+    let mut pos = tag as usize & mask;
+    loop {
+        let slot = index[pos];
+        if slot.entry == NIL {
+            return None;
+        }
+        if slot.tag == tag && entries[slot.entry as usize].tuple == *tuple {
+            return Some(slot.entry);
+        }
+        pos = (pos + 1) & mask;
+    }
+}
+
+/// A fixed-capacity part of the table, borrowed from it for one operation: its range of the
+/// entry slab, its range of the hash index, and its lists. Entry numbers are local to the shard.
+struct Shard<'t> {
+    entries: &'t mut [Entry],
+    index: &'t mut [Slot],
+    /// `index.len() - 1`; the index length is a power of two.
+    mask: usize,
+    lists: &'t mut ShardLists,
+}
+
+impl Shard<'_> {
     fn is_full(&self) -> bool {
-        self.free == NIL
+        self.lists.free == NIL
     }
 
     fn find(&self, tuple: &Tuple, tag: u32) -> Option<u32> {
-        let mut pos = tag as usize & self.mask;
-        loop {
-            let slot = self.index[pos];
-            if slot.entry == NIL {
-                return None;
-            }
-            if slot.tag == tag && self.entries[slot.entry as usize].tuple == *tuple {
-                return Some(slot.entry);
-            }
-            pos = (pos + 1) & self.mask;
-        }
+        find(self.entries, self.index, tuple, tag)
     }
 
     /// The index slot that points at live entry `entry`.
@@ -827,35 +853,38 @@ impl Shard {
             (entry.prev, entry.next)
         };
         if prev == NIL {
-            self.head = next;
+            self.lists.head = next;
         } else {
             self.entries[prev as usize].next = next;
         }
         if next == NIL {
-            self.tail = prev;
+            self.lists.tail = prev;
         } else {
             self.entries[next as usize].prev = prev;
         }
     }
 
     fn push_front(&mut self, i: u32) {
-        let old_head = self.head;
+        let old_head = self.lists.head;
         {
             let entry = &mut self.entries[i as usize];
             entry.prev = NIL;
             entry.next = old_head;
         }
         if old_head == NIL {
-            self.tail = i;
+            self.lists.tail = i;
         } else {
             self.entries[old_head as usize].prev = i;
         }
-        self.head = i;
+        self.lists.head = i;
     }
 
-    /// Marks entry `i` as the most recently seen.
-    fn touch(&mut self, i: u32) {
-        if self.head != i {
+    /// Marks entry `i` as seen at `now`: moves it to the front of the LRU list unless it moved
+    /// there less than [`RELIST_AFTER_NS`] ago.
+    fn touch(&mut self, i: u32, now: u64) {
+        let entry = &mut self.entries[i as usize];
+        if self.lists.head != i && now.saturating_sub(entry.listed_at) >= RELIST_AFTER_NS {
+            entry.listed_at = now;
             self.unlink(i);
             self.push_front(i);
         }
@@ -867,33 +896,33 @@ impl Shard {
         self.unlink(i);
         let entry = &mut self.entries[i as usize];
         entry.live = false;
-        entry.next = self.free;
-        self.free = i;
-        self.len -= 1;
+        entry.next = self.lists.free;
+        self.lists.free = i;
+        self.lists.len -= 1;
     }
 
     /// Stores a new entry in a free slot; the caller has made sure there is one.
     fn create(&mut self, entry: Entry) {
-        let i = self.free;
+        let i = self.lists.free;
         debug_assert!(i != NIL, "create on a full shard");
-        self.free = self.entries[i as usize].next;
+        self.lists.free = self.entries[i as usize].next;
         let tag = entry.tag;
         self.entries[i as usize] = entry;
         self.push_front(i);
         self.index_insert(tag, i);
-        self.len += 1;
+        self.lists.len += 1;
     }
 
     /// Makes room in a full shard for a flow with verdict `incoming`: an expired entry among the
     /// least recently seen, else the least recently seen one — unless that one is allowed and
     /// `incoming` is a denial. Returns whether there is room now.
     fn make_room(&mut self, timeouts: &TimeoutsNs, now: u64, incoming: Verdict) -> bool {
-        let mut i = self.tail;
-        // Every entry was seen no earlier than the tail, so while the tail has been idle for
-        // less than the shortest timeout nothing can have expired, and the look (a cache miss
-        // per entry) is skipped: the case of a flood of new connections, where a full shard
-        // turns over in seconds.
-        let tail_idle = now.saturating_sub(self.entries[i as usize].last_seen);
+        let mut i = self.lists.tail;
+        // Every entry was listed no earlier than the tail, and seen no earlier than it was
+        // listed, so while the tail was listed less than the shortest timeout ago nothing can
+        // have expired, and the look (a cache miss per entry) is skipped: the case of a flood
+        // of new connections, where a full shard turns over in seconds.
+        let tail_idle = now.saturating_sub(self.entries[i as usize].listed_at);
         let scan = if tail_idle < timeouts.shortest {
             0
         } else {
@@ -905,24 +934,32 @@ impl Shard {
             }
             if timeouts.expired(&self.entries[i as usize], now) {
                 self.remove(i);
-                self.stats.expirations += 1;
+                self.lists.stats.expirations += 1;
                 return true;
             }
             i = self.entries[i as usize].prev;
         }
-        let oldest = self.tail;
+        let oldest = self.lists.tail;
         if !incoming.allows() && self.entries[oldest as usize].verdict.allows() {
             return false;
         }
         self.remove(oldest);
-        self.stats.evictions += 1;
+        self.lists.stats.evictions += 1;
         true
     }
 }
 
 /// The connection-tracking table of one worker. See the module documentation for the rules.
 pub struct FlowTable {
-    shards: Box<[Shard]>,
+    /// Every shard's entries, shard by shard, `capacity_per_shard` each; a free entry links to
+    /// the next one of its shard.
+    entries: HugeSlab<Entry>,
+    /// Every shard's hash index, shard by shard, `index_per_shard` slots each.
+    index: HugeSlab<Slot>,
+    shards: Box<[ShardLists]>,
+    /// A power of two, at least twice `capacity_per_shard`: probe sequences stay short and
+    /// always end at an empty slot.
+    index_per_shard: usize,
     /// Seeded randomly at construction: the tuple is attacker-controlled, and with fixed seeds
     /// someone who learned them could aim a flood at one shard and one probe run.
     hasher: ahash::RandomState,
@@ -931,6 +968,8 @@ pub struct FlowTable {
     capacity_per_shard: usize,
     /// Where [`FlowTable::expire`] continues: (shard, entry).
     sweep: (usize, usize),
+    /// (shard, slot of `index`) of the batch being prefetched.
+    prefetched: Vec<(u32, u32)>,
 }
 
 impl fmt::Debug for FlowTable {
@@ -960,27 +999,82 @@ impl FlowTable {
                 max: MAX_CAPACITY_PER_SHARD,
             });
         }
-        let shards = (0..config.shards)
-            .map(|_| Shard::new(config.capacity_per_shard))
-            .collect();
+        let capacity = config.capacity_per_shard;
+        let index_per_shard = (capacity * 2).next_power_of_two();
+        let entries = HugeSlab::new(config.shards * capacity, |i| Entry {
+            next: if (i + 1) % capacity == 0 {
+                NIL
+            } else {
+                (i % capacity) as u32 + 1
+            },
+            ..Entry::VACANT
+        });
         Ok(FlowTable {
-            shards,
+            entries,
+            index: HugeSlab::new(config.shards * index_per_shard, |_| EMPTY_SLOT),
+            shards: (0..config.shards).map(|_| ShardLists::new()).collect(),
+            index_per_shard,
             hasher: ahash::RandomState::new(),
             timeouts: TimeoutsNs::new(&config.timeouts),
             existing: config.existing,
             capacity_per_shard: config.capacity_per_shard,
             sweep: (0, 0),
+            prefetched: Vec::with_capacity(256),
         })
     }
 
     /// The shard of a tuple and its tag. The shard comes from the high 32 bits, the tag (and so
     /// the index slot) from the low 32, so that the flows of one shard still spread over its
     /// whole index.
+    /// Shard `s`'s entries and index, to read.
+    fn shard(&self, s: usize) -> (&[Entry], &[Slot]) {
+        let (capacity, slots) = (self.capacity_per_shard, self.index_per_shard);
+        (
+            &self.entries[s * capacity..(s + 1) * capacity],
+            &self.index[s * slots..(s + 1) * slots],
+        )
+    }
+
+    /// Shard `s`, to change.
+    fn shard_mut(&mut self, s: usize) -> Shard<'_> {
+        let (capacity, slots) = (self.capacity_per_shard, self.index_per_shard);
+        Shard {
+            entries: &mut self.entries[s * capacity..(s + 1) * capacity],
+            index: &mut self.index[s * slots..(s + 1) * slots],
+            mask: slots - 1,
+            lists: &mut self.shards[s],
+        }
+    }
+
     fn locate(&self, tuple: &Tuple) -> (usize, u32) {
         let hash = self.hasher.hash_one(tuple);
         // Multiply-shift maps 32 bits onto 0..shards without a division.
         let shard = ((hash >> 32) * self.shards.len() as u64) >> 32;
         (shard as usize, hash as u32)
+    }
+
+    /// Starts loading the index slot where [`FlowTable::lookup`] of `key` will begin, and
+    /// remembers it for [`FlowTable::prefetch_entries`]. Lookups of a batch then wait for their
+    /// memory together rather than one after another: with many flows, the kernel's per-frame
+    /// copies evict the table between two packets of one flow.
+    pub fn prefetch_slot(&mut self, key: &FlowKey) {
+        let (s, tag) = self.locate(&key.tuple);
+        let pos = s * self.index_per_shard + (tag as usize & (self.index_per_shard - 1));
+        crate::port::prefetch(&self.index[pos]);
+        self.prefetched.push((s as u32, pos as u32));
+    }
+
+    /// Starts loading the entries the slots remembered by [`FlowTable::prefetch_slot`] point at,
+    /// and forgets the slots.
+    pub fn prefetch_entries(&mut self) {
+        for &(s, pos) in &self.prefetched {
+            let slot = self.index[pos as usize];
+            if slot.entry != NIL {
+                let entry = s as usize * self.capacity_per_shard + slot.entry as usize;
+                crate::port::prefetch(&self.entries[entry]);
+            }
+        }
+        self.prefetched.clear();
     }
 
     /// Looks up the connection of a packet travelling as `key` says, with TCP `flags` (or
@@ -997,33 +1091,34 @@ impl FlowTable {
         generation: u64,
     ) -> Lookup {
         let (s, tag) = self.locate(&key.tuple);
-        let shard = &mut self.shards[s];
+        let (timeouts, existing) = (self.timeouts, self.existing);
+        let mut shard = self.shard_mut(s);
         let Some(i) = shard.find(&key.tuple, tag) else {
-            shard.stats.misses += 1;
+            shard.lists.stats.misses += 1;
             return Lookup::Miss;
         };
         let entry = &mut shard.entries[i as usize];
         let kind = Kind::of(key.tuple.protocol);
-        if self.timeouts.expired(entry, now) {
+        if timeouts.expired(entry, now) {
             shard.remove(i);
-            shard.stats.expirations += 1;
-            shard.stats.misses += 1;
+            shard.lists.stats.expirations += 1;
+            shard.lists.stats.misses += 1;
             return Lookup::Miss;
         }
         if starts_new_connection(kind, entry.state, flags) {
             shard.remove(i);
-            shard.stats.misses += 1;
+            shard.lists.stats.misses += 1;
             return Lookup::Miss;
         }
         let direction = entry.direction_of(key);
         entry.state = next_state(kind, entry.state, direction, flags);
         entry.record(direction, bytes, now);
-        let answer = entry.answer(key, generation, self.existing);
-        shard.touch(i);
+        let answer = entry.answer(key, generation, existing);
+        shard.touch(i, now);
         match answer {
-            Lookup::Hit { .. } => shard.stats.hits += 1,
-            Lookup::Stale { .. } => shard.stats.stale += 1,
-            Lookup::Miss => shard.stats.misses += 1,
+            Lookup::Hit { .. } => shard.lists.stats.hits += 1,
+            Lookup::Stale { .. } => shard.lists.stats.stale += 1,
+            Lookup::Miss => shard.lists.stats.misses += 1,
         }
         answer
     }
@@ -1043,24 +1138,25 @@ impl FlowTable {
         now: u64,
     ) -> Inserted {
         let (s, tag) = self.locate(&key.tuple);
-        let shard = &mut self.shards[s];
+        let timeouts = self.timeouts;
+        let mut shard = self.shard_mut(s);
         let kind = Kind::of(key.tuple.protocol);
         if let Some(i) = shard.find(&key.tuple, tag) {
             let entry = &mut shard.entries[i as usize];
-            if self.timeouts.expired(entry, now) {
+            if timeouts.expired(entry, now) {
                 shard.remove(i);
-                shard.stats.expirations += 1;
+                shard.lists.stats.expirations += 1;
             } else if starts_new_connection(kind, entry.state, flags) {
                 shard.remove(i);
             } else {
                 entry.verdict = verdict;
                 entry.generation = generation;
-                shard.stats.updates += 1;
+                shard.lists.stats.updates += 1;
                 return Inserted::Updated;
             }
         }
-        if shard.is_full() && !shard.make_room(&self.timeouts, now, verdict) {
-            shard.stats.not_cached += 1;
+        if shard.is_full() && !shard.make_room(&timeouts, now, verdict) {
+            shard.lists.stats.not_cached += 1;
             return Inserted::NotCached;
         }
         let mut entry = Entry {
@@ -1072,11 +1168,12 @@ impl FlowTable {
             verdict,
             generation,
             last_seen: now,
+            listed_at: now,
             ..Entry::VACANT
         };
         entry.record(FlowDirection::Original, bytes, now);
         shard.create(entry);
-        shard.stats.inserts += 1;
+        shard.lists.stats.inserts += 1;
         Inserted::Created
     }
 
@@ -1085,10 +1182,10 @@ impl FlowTable {
     /// An expired entry is `Miss` (and stays until swept).
     pub fn peek(&self, key: &FlowKey, now: u64, generation: u64) -> Lookup {
         let (s, tag) = self.locate(&key.tuple);
-        let shard = &self.shards[s];
-        match shard.find(&key.tuple, tag) {
+        let (entries, index) = self.shard(s);
+        match find(entries, index, &key.tuple, tag) {
             Some(i) => {
-                let entry = &shard.entries[i as usize];
+                let entry = &entries[i as usize];
                 if self.timeouts.expired(entry, now) {
                     Lookup::Miss
                 } else {
@@ -1102,8 +1199,8 @@ impl FlowTable {
     /// Everything stored about the connection of `key`, ignoring timeouts and generations.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowInfo> {
         let (s, tag) = self.locate(&key.tuple);
-        let shard = &self.shards[s];
-        let entry = &shard.entries[shard.find(&key.tuple, tag)? as usize];
+        let (entries, index) = self.shard(s);
+        let entry = &entries[find(entries, index, &key.tuple, tag)? as usize];
         Some(FlowInfo {
             state: entry.state,
             verdict: entry.verdict,
@@ -1126,12 +1223,13 @@ impl FlowTable {
         while left > 0 {
             let (s, start) = self.sweep;
             let end = per_shard.min(start + left);
-            let shard = &mut self.shards[s];
+            let timeouts = self.timeouts;
+            let mut shard = self.shard_mut(s);
             for i in start..end {
                 let entry = &shard.entries[i];
-                if entry.live && self.timeouts.expired(entry, now) {
+                if entry.live && timeouts.expired(entry, now) {
                     shard.remove(i as u32);
-                    shard.stats.expirations += 1;
+                    shard.lists.stats.expirations += 1;
                     removed += 1;
                 }
             }
@@ -1150,7 +1248,8 @@ impl FlowTable {
     /// removed.
     pub fn remove_attachment(&mut self, attachment: u32) -> usize {
         let mut removed = 0;
-        for shard in self.shards.iter_mut() {
+        for s in 0..self.shards.len() {
+            let mut shard = self.shard_mut(s);
             for i in 0..shard.entries.len() {
                 let entry = &shard.entries[i];
                 if entry.live && entry.tuple.attachment == attachment {
@@ -1574,17 +1673,35 @@ mod tests {
 
     proptest! {
         /// Against a reference LRU: a list of (key, allowed) ordered from least to most recently
-        /// seen. Nothing expires here (timeouts are hours, `now` is nanoseconds).
+        /// seen. Operations are [`RELIST_AFTER_NS`] apart, so every hit relists its entry, and
+        /// nothing expires (every timeout is a day).
         #[test]
         fn a_full_shard_evicts_the_least_recently_seen_flow(
             capacity in 1usize..8,
             ops in vec(op(), 1..200),
         ) {
-            let mut table = small(1, capacity);
+            let day = Duration::from_secs(24 * 3600);
+            let mut table = table(FlowConfig {
+                shards: 1,
+                capacity_per_shard: capacity,
+                timeouts: Timeouts {
+                    tcp_syn: day,
+                    tcp_established: day,
+                    tcp_closing: day,
+                    tcp_closed: day,
+                    udp_new: day,
+                    udp_replied: day,
+                    sctp_new: day,
+                    sctp_replied: day,
+                    icmp: day,
+                    denied: day,
+                },
+                ..FlowConfig::default()
+            });
             let mut model: Vec<(u16, bool)> = Vec::new();
             let mut evictions = 0;
             for (now, op) in ops.into_iter().enumerate() {
-                let now = now as u64;
+                let now = now as u64 * RELIST_AFTER_NS;
                 match op {
                     Op::Lookup(n) => {
                         let got = table.lookup(&udp(n), TcpFlags::NONE, 1, now, 0);
@@ -1626,6 +1743,20 @@ mod tests {
                 }
             }
             prop_assert_eq!(table.stats().evictions, evictions);
+        }
+    }
+
+    #[test]
+    fn a_hit_relists_its_flow_only_once_per_relist_interval() {
+        for (hit_at, evicted, kept) in [(1, 1, 2), (RELIST_AFTER_NS, 2, 1)] {
+            let mut table = small(1, 2);
+            table.insert(&udp(1), TcpFlags::NONE, 1, ALLOW, 0, 0);
+            table.insert(&udp(2), TcpFlags::NONE, 1, ALLOW, 0, 1);
+            let hit = table.lookup(&udp(1), TcpFlags::NONE, 1, hit_at, 0);
+            assert!(matches!(hit, Lookup::Hit { .. }));
+            table.insert(&udp(3), TcpFlags::NONE, 1, ALLOW, 0, hit_at + 1);
+            assert!(table.flow(&udp(evicted)).is_none(), "hit at {hit_at}");
+            assert!(table.flow(&udp(kept)).is_some(), "hit at {hit_at}");
         }
     }
 
@@ -1678,16 +1809,16 @@ mod tests {
             Inserted::NotCached
         );
         // Once the oldest is the denied one, a denial may take its place.
-        let _ = table.lookup(&udp(1), TcpFlags::NONE, 1, 3, 1);
+        let _ = table.lookup(&udp(1), TcpFlags::NONE, 1, RELIST_AFTER_NS, 1);
         assert_eq!(
-            table.insert(&udp(3), TcpFlags::NONE, 1, DENY, 1, 4),
+            table.insert(&udp(3), TcpFlags::NONE, 1, DENY, 1, RELIST_AFTER_NS + 1),
             Inserted::Created
         );
         assert!(table.flow(&udp(1)).is_some());
         assert!(table.flow(&udp(2)).is_none());
         // An allowed flow evicts whatever is oldest, denied or not.
         assert_eq!(
-            table.insert(&udp(4), TcpFlags::NONE, 1, ALLOW, 1, 5),
+            table.insert(&udp(4), TcpFlags::NONE, 1, ALLOW, 1, RELIST_AFTER_NS + 2),
             Inserted::Created
         );
         assert!(table.flow(&udp(1)).is_none());
@@ -1882,11 +2013,10 @@ mod tests {
             live.retain(|key| {
                 let keep = table.flow(key).is_some();
                 if keep && (key.tuple.lo_port + key.tuple.hi_port) % 3 == 0 {
-                    table.shards[0].remove(
-                        table.shards[0]
-                            .find(&key.tuple, table.locate(&key.tuple).1)
-                            .unwrap(),
-                    );
+                    let tag = table.locate(&key.tuple).1;
+                    let mut shard = table.shard_mut(0);
+                    let i = shard.find(&key.tuple, tag).unwrap();
+                    shard.remove(i);
                     return false;
                 }
                 keep

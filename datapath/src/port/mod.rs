@@ -43,6 +43,15 @@ pub trait Judge {
 
     /// For routed ports (TUN): the local attachment that owns `address`, if any.
     fn attachment_of(&self, address: std::net::IpAddr) -> Option<u32>;
+
+    /// A frame that [`Judge::judge`] will see soon, in this batch: start loading what judging
+    /// it will read. Ports call it for every frame of a batch, then [`Judge::prefetch_batch`],
+    /// then `judge` for each. The default does nothing.
+    fn prefetch(&mut self, _attachment: u32, _side: Side, _framing: Framing, _frame: &[u8]) {}
+
+    /// After `prefetch` for the whole batch: the second step of loading (what the first step's
+    /// memory points to).
+    fn prefetch_batch(&mut self) {}
 }
 
 /// A set of ports the forwarding loop drives.
@@ -78,6 +87,25 @@ pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
         ));
     }
     Ok(index)
+}
+
+/// Asks the CPU to start loading `value`'s cache lines, without waiting for them: a batch of
+/// frames can have its flow-table lookups' memory in flight at once instead of one after another.
+#[inline]
+pub fn prefetch<T>(value: &T) {
+    const LINE: usize = 64;
+    let start = (value as *const T).cast::<i8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(LINE) {
+        let line = start.wrapping_add(offset);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it never faults and changes no memory, and `line` lies
+        // inside `value`. SSE (which `_mm_prefetch` needs) is part of x86_64.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(line);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
+    }
 }
 
 /// Waits until one of `fds` is readable or `timeout` passes.

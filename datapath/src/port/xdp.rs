@@ -258,6 +258,12 @@ impl XdpLink {
             return Ok(0);
         }
         self.outgoing.clear();
+        for desc in self.received[..n].iter() {
+            // SAFETY: as below; the frame is only read here.
+            let data = unsafe { self.umem.data(desc) };
+            judge.prefetch(self.attachment, from, Framing::Ethernet, data.contents());
+        }
+        judge.prefetch_batch();
         for desc in self.received[..n].iter_mut() {
             // SAFETY: `desc` came from this UMEM's RX ring and is on no ring now, so neither the
             // kernel nor any other reference touches the frame while we hold its data.
