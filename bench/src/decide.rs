@@ -347,14 +347,14 @@ pub fn decide_workload(rules: usize, pods: usize) -> DecideWorkload {
             gateway_ip,
             Protocol::TCP,
             9100,
-            Decision::Denied,
+            Decision::Denied { tier: 0 },
         ),
         key(
             KeyClass::NoMatchExternal,
             external(192, 0, 2, 1),
             Protocol::UDP,
             53,
-            Decision::Denied,
+            Decision::Denied { tier: 0 },
         ),
     ];
     DecideWorkload {

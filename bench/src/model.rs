@@ -5,9 +5,13 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
+use policy::calico::tier::Tier;
 use policy::error::Location;
 use policy::inventory::{NamedPort, Namespace, Pod, NAMESPACE_NAME_LABEL};
-use policy::netpol::{IpBlock, NamespaceScope, NetworkPolicy, Peer, PortMatch, PortSpec, Rule};
+use policy::netpol::{
+    Endpoints, IpBlock, NamespaceScope, NetworkPolicy, Peer, PolicyKind, PortMatch, PortSpec, Rule,
+    DEFAULT_TIER, KUBERNETES_POLICY_ORDER,
+};
 use policy::selector::{LabelSelector, Labels, Requirement};
 use policy::{Cluster, Inventory, Protocol};
 
@@ -88,10 +92,13 @@ pub fn policy(
     egress: Vec<Rule>,
 ) -> NetworkPolicy {
     NetworkPolicy {
+        kind: PolicyKind::Kubernetes,
         namespace: namespace.to_string(),
         name,
         origin: Location::default(),
-        pod_selector,
+        tier: DEFAULT_TIER.to_string(),
+        order: Some(KUBERNETES_POLICY_ORDER),
+        endpoints: Endpoints::Kubernetes(pod_selector),
         types,
         ingress,
         egress,
@@ -99,7 +106,7 @@ pub fn policy(
 }
 
 pub fn rule(peers: Vec<Peer>, ports: Vec<PortMatch>) -> Rule {
-    Rule { peers, ports }
+    Rule::kubernetes(peers, ports)
 }
 
 /// `podSelector` alone: pods of the policy's own namespace.
@@ -156,14 +163,15 @@ pub fn named_port(protocol: Protocol, name: &str) -> PortMatch {
     }
 }
 
-/// The cluster as `policy::load` would return it: policies sorted by (namespace, name), and
+/// The cluster as `policy::load` would return it: policies in evaluation order, and
 /// namespaces named by policies known to the inventory.
 pub fn cluster(
     namespaces: Vec<Namespace>,
     pods: Vec<Pod>,
     mut policies: Vec<NetworkPolicy>,
 ) -> Cluster {
-    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut tiers = vec![Tier::implicit_default()];
+    policy::load::sort_for_evaluation(&mut tiers, &mut policies);
     let referenced: Vec<String> = policies
         .iter()
         .flat_map(|p| {
@@ -181,6 +189,7 @@ pub fn cluster(
         .collect();
     Cluster {
         inventory: Inventory::new(namespaces, pods, referenced),
+        tiers,
         policies,
         warnings: Vec::new(),
     }

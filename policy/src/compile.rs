@@ -1,27 +1,41 @@
 //! Builds a [`Classifier`] from a [`Cluster`]: policies are lowered to slots, selectors are
 //! resolved once to pod sets (through a label index), pods are grouped by the selector terms they
-//! satisfy, and each endpoint class gets a table of dimension classes.
+//! satisfy, and each endpoint class gets, per tier, a table of dimension classes.
+//!
+//! Calico rules lower to the same fragments as Kubernetes rules: the peer side's selectors become
+//! pod atoms (a `notSelector` an excluded atom, which addresses of no pod satisfy), its nets
+//! address ranges; `protocol`, ports and ICMP type/code become port ranges (see
+//! [`crate::calico::rule::icmp_port`]), `notProtocol` a term on every other protocol. The local
+//! side's conditions (`destination` on ingress, `source` on egress) hold or not per endpoint and
+//! address family, so they are decided when the endpoint's table is built.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::calico::rule::{CalicoMatch, CalicoPort, EntityMatch, Scope};
+use crate::calico::selector::Selector;
 use crate::classifier::intervals::ClassInterner;
-use crate::classifier::lpm::{block_ranges, AddressMap, AddressRange};
+use crate::classifier::lpm::{
+    block_ranges, nets_ranges, subtract, AddressMap, AddressRange, Families,
+};
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
-    AddressFirst, Classifier, GroupFirst, MixedSlot, PortClass, Table, NONE, NO_TABLE,
+    AddressFirst, Chain, Classifier, GroupFirst, MixedSlot, PortClass, PortTest, Table, TierTables,
+    NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
 use crate::load::Cluster;
-use crate::netpol::{Direction, NamespaceScope, Peer, PortSpec};
+use crate::netpol::{Action, Direction, Endpoints, NamespaceScope, Peer, PortSpec};
 use crate::selector::LabelSelector;
 
 /// A condition on the peer pod that selects a set of pods.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Atom {
     Selector(NamespaceScope, LabelSelector),
+    /// A Calico selector over pods (with Calico's extra labels) in a scope of namespaces.
+    Calico(Scope, Selector),
     /// The pod has a container port `name`/`protocol` numbered `port` (egress named ports).
     NamedPort {
         name: String,
@@ -36,27 +50,57 @@ enum PodPart {
     Any,
     /// Any pod, but no other address.
     AllPods,
-    /// Pods satisfying every atom.
-    Atoms(Vec<u32>),
+    /// Pods satisfying every atom of `all` and not the atom `none`. With `all` empty, addresses
+    /// of no pod satisfy it too (Calico's `notSelector` alone).
+    Pods { all: Vec<u32>, none: Option<u32> },
+}
+
+impl PodPart {
+    fn atoms(all: Vec<u32>) -> PodPart {
+        PodPart::Pods { all, none: None }
+    }
+
+    /// The same part, also requiring `atom`.
+    fn and(&self, atom: u32) -> PodPart {
+        match self {
+            PodPart::Any | PodPart::AllPods => PodPart::atoms(vec![atom]),
+            PodPart::Pods { all, none } => {
+                let mut all = all.clone();
+                all.push(atom);
+                all.sort_unstable();
+                all.dedup();
+                PodPart::Pods { all, none: *none }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 enum PortTerm {
     Range(PortRange),
-    /// Resolved against the selected pod when its table is built (ingress named ports).
+    /// Resolved against the selected pod when its table is built (ingress named ports), unless
+    /// the number falls in one of the `excluded` ranges (Calico `notPorts`).
     NamedOnEndpoint {
         name: String,
         protocol: Protocol,
+        excluded: Vec<(u16, u16)>,
     },
+    /// Every port of every protocol but this one (Calico `notProtocol`).
+    AllBut(Protocol),
 }
 
 /// One slot-to-be: a rule restricted to one peer (and one named-port value).
 #[derive(Debug, Clone)]
 struct Fragment {
     rule: u32,
+    action: Action,
     pods: PodPart,
     addresses: Option<Vec<AddressRange>>,
+    /// The peer's address families (Calico `ipVersion`).
+    families: Families,
     ports: Option<Vec<PortTerm>>,
+    /// A condition on the endpoint itself (index into [`Compiler::locals`]).
+    local: Option<u32>,
 }
 
 #[derive(Default)]
@@ -194,6 +238,8 @@ struct Compiler<'a> {
     atoms: Atoms,
     /// Per policy, per direction: the fragments of its rules in order.
     fragments: Vec<[Vec<Fragment>; 2]>,
+    /// Conditions on the endpoint itself: a rule's local side and its policy's namespace.
+    locals: Vec<(EntityMatch, String)>,
 }
 
 impl<'a> Compiler<'a> {
@@ -204,6 +250,7 @@ impl<'a> Compiler<'a> {
             index: PodIndex::new(&cluster.inventory),
             atoms: Atoms::default(),
             fragments: Vec::with_capacity(cluster.policies.len()),
+            locals: Vec::new(),
         };
         let named_values = compiler.named_port_values();
         for policy in &cluster.policies {
@@ -212,8 +259,16 @@ impl<'a> Compiler<'a> {
                     .rules(direction)
                     .iter()
                     .enumerate()
-                    .flat_map(|(i, rule)| {
-                        compiler.lower_rule(i as u32, direction, rule, &named_values)
+                    .flat_map(|(i, rule)| match &rule.calico {
+                        None => compiler.lower_rule(i as u32, direction, rule, &named_values),
+                        Some(calico) => compiler.lower_calico_rule(
+                            i as u32,
+                            direction,
+                            rule.action,
+                            calico,
+                            &policy.namespace,
+                            &named_values,
+                        ),
                     })
                     .collect()
             });
@@ -240,6 +295,69 @@ impl<'a> Compiler<'a> {
             }
         }
         values
+    }
+
+    /// Fragments of one rule: each peer alternative (and each egress named-port value) with the
+    /// rule's plain port terms.
+    fn fragments_of(
+        &mut self,
+        base: &Fragment,
+        peers: Vec<(PodPart, Option<Vec<AddressRange>>)>,
+        ports: Option<Vec<PortTerm>>,
+        named: &[(u32, PortRange)],
+    ) -> Vec<Fragment> {
+        let mut fragments = Vec::new();
+        for (pods, addresses) in peers {
+            if ports.as_ref().is_none_or(|p| !p.is_empty()) {
+                fragments.push(Fragment {
+                    pods: pods.clone(),
+                    addresses: addresses.clone(),
+                    ports: ports.clone(),
+                    ..base.clone()
+                });
+            }
+            for &(atom, range) in named {
+                fragments.push(Fragment {
+                    pods: pods.and(atom),
+                    addresses: addresses.clone(),
+                    ports: Some(vec![PortTerm::Range(range)]),
+                    ..base.clone()
+                });
+            }
+        }
+        fragments
+    }
+
+    /// The port atoms of an egress named port: one per number the name stands for on some pod
+    /// (outside `excluded`), each restricted to the pods where it does.
+    fn named_on_peer(
+        &mut self,
+        name: &str,
+        protocol: Protocol,
+        excluded: &[(u16, u16)],
+        named_values: &HashMap<(String, Protocol), BTreeSet<u16>>,
+    ) -> Vec<(u32, PortRange)> {
+        named_values
+            .get(&(name.to_string(), protocol))
+            .into_iter()
+            .flatten()
+            .filter(|&&value| !excluded.iter().any(|&(a, b)| (a..=b).contains(&value)))
+            .map(|&value| {
+                let atom = self.atoms.intern(Atom::NamedPort {
+                    name: name.to_string(),
+                    protocol,
+                    port: value,
+                });
+                (
+                    atom,
+                    PortRange {
+                        protocol,
+                        start: value,
+                        end: value,
+                    },
+                )
+            })
+            .collect()
     }
 
     fn lower_rule(
@@ -275,62 +393,174 @@ impl<'a> Compiler<'a> {
                     plain.push(PortTerm::NamedOnEndpoint {
                         name: name.clone(),
                         protocol: port.protocol,
+                        excluded: Vec::new(),
                     })
                 }
                 (PortSpec::Named(name), Direction::Egress) => {
-                    for &value in named_values
-                        .get(&(name.clone(), port.protocol))
-                        .into_iter()
-                        .flatten()
-                    {
-                        let atom = self.atoms.intern(Atom::NamedPort {
-                            name: name.clone(),
-                            protocol: port.protocol,
-                            port: value,
-                        });
-                        named.push((
-                            atom,
-                            PortRange {
-                                protocol: port.protocol,
-                                start: value,
-                                end: value,
-                            },
-                        ));
-                    }
+                    named.extend(self.named_on_peer(name, port.protocol, &[], named_values));
                 }
             }
         }
+        let base = Fragment {
+            rule,
+            action: spec.action,
+            pods: PodPart::Any,
+            addresses: None,
+            families: Families::BOTH,
+            ports: None,
+            local: None,
+        };
+        let ports = (!spec.ports.is_empty()).then_some(plain);
+        self.fragments_of(&base, peers, ports, &named)
+    }
 
-        let mut fragments = Vec::new();
-        for (pods, addresses) in peers {
-            if spec.ports.is_empty() || !plain.is_empty() {
-                fragments.push(Fragment {
-                    rule,
-                    pods: pods.clone(),
-                    addresses: addresses.clone(),
-                    ports: (!spec.ports.is_empty()).then(|| plain.clone()),
-                });
+    fn lower_calico_rule(
+        &mut self,
+        rule: u32,
+        direction: Direction,
+        action: Action,
+        spec: &CalicoMatch,
+        policy_namespace: &str,
+        named_values: &HashMap<(String, Protocol), BTreeSet<u16>>,
+    ) -> Vec<Fragment> {
+        let full = |protocol, (start, end): (u16, u16)| {
+            PortTerm::Range(PortRange {
+                protocol,
+                start,
+                end,
+            })
+        };
+        let ranges_minus = |start: u16, end: u16, holes: &[(u16, u16)]| -> Vec<(u16, u16)> {
+            let holes = holes
+                .iter()
+                .map(|&(a, b)| (u128::from(a), u128::from(b)))
+                .collect();
+            subtract(start.into(), end.into(), holes)
+                .into_iter()
+                .map(|(a, b)| (a as u16, b as u16))
+                .collect()
+        };
+        let destination = &spec.destination;
+        let mut plain: Vec<PortTerm> = Vec::new();
+        let mut named: Vec<(u32, PortRange)> = Vec::new();
+        let has_port_condition = spec.protocol.is_some() || spec.not_protocol.is_some();
+        match spec.protocol {
+            Some(protocol) if spec.not_protocol == Some(protocol) => return Vec::new(),
+            Some(protocol) if spec.icmp.is_some() || spec.not_icmp.is_some() => {
+                let (start, end) = spec.icmp.map_or((0, u16::MAX), |m| m.range());
+                let holes: Vec<(u16, u16)> = spec.not_icmp.map(|m| m.range()).into_iter().collect();
+                for range in ranges_minus(start, end, &holes) {
+                    plain.push(full(protocol, range));
+                }
             }
-            for &(atom, range) in &named {
-                let restricted = match &pods {
-                    PodPart::Any | PodPart::AllPods => vec![atom],
-                    PodPart::Atoms(atoms) => {
-                        let mut all = atoms.clone();
-                        all.push(atom);
-                        all.sort_unstable();
-                        all.dedup();
-                        all
-                    }
+            Some(protocol)
+                if !destination.ports.is_empty() || !destination.not_ports.is_empty() =>
+            {
+                let excluded: Vec<(u16, u16)> = destination
+                    .not_ports
+                    .iter()
+                    .filter_map(|p| match p {
+                        CalicoPort::Range(a, b) => Some((*a, *b)),
+                        CalicoPort::Named(_) => None,
+                    })
+                    .collect();
+                let everything = [CalicoPort::Range(0, u16::MAX)];
+                let included: &[CalicoPort] = if destination.ports.is_empty() {
+                    &everything
+                } else {
+                    &destination.ports
                 };
-                fragments.push(Fragment {
-                    rule,
-                    pods: PodPart::Atoms(restricted),
-                    addresses: addresses.clone(),
-                    ports: Some(vec![PortTerm::Range(range)]),
-                });
+                for port in included {
+                    match (port, direction) {
+                        (CalicoPort::Range(start, end), _) => {
+                            for range in ranges_minus(*start, *end, &excluded) {
+                                plain.push(full(protocol, range));
+                            }
+                        }
+                        (CalicoPort::Named(name), Direction::Ingress) => {
+                            plain.push(PortTerm::NamedOnEndpoint {
+                                name: name.clone(),
+                                protocol,
+                                excluded: excluded.clone(),
+                            })
+                        }
+                        (CalicoPort::Named(name), Direction::Egress) => {
+                            named.extend(self.named_on_peer(
+                                name,
+                                protocol,
+                                &excluded,
+                                named_values,
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(protocol) => plain.push(full(protocol, (0, u16::MAX))),
+            None => {
+                if let Some(except) = spec.not_protocol {
+                    plain.push(PortTerm::AllBut(except));
+                }
             }
         }
-        fragments
+        if has_port_condition && plain.is_empty() && named.is_empty() {
+            return Vec::new();
+        }
+
+        let families = match spec.ip_version {
+            Some(4) => Families {
+                v4: true,
+                v6: false,
+            },
+            Some(6) => Families {
+                v4: false,
+                v6: true,
+            },
+            _ => Families::BOTH,
+        };
+        let peer = spec.peer(direction);
+        let addresses = (!peer.nets.is_empty() || !peer.not_nets.is_empty())
+            .then(|| nets_ranges(&peer.nets, &peer.not_nets, families));
+        if addresses.as_ref().is_some_and(Vec::is_empty) {
+            return Vec::new();
+        }
+        let pods = self.calico_pod_part(peer, policy_namespace);
+        let local_side = spec.local(direction);
+        let local = (local_side.has_selectors()
+            || !local_side.nets.is_empty()
+            || !local_side.not_nets.is_empty())
+        .then(|| {
+            self.locals
+                .push((local_side.clone(), policy_namespace.to_string()));
+            self.locals.len() as u32 - 1
+        });
+        let base = Fragment {
+            rule,
+            action,
+            pods: PodPart::Any,
+            addresses: None,
+            families,
+            ports: None,
+            local,
+        };
+        let ports = has_port_condition.then_some(plain);
+        self.fragments_of(&base, vec![(pods, addresses)], ports, &named)
+    }
+
+    fn calico_pod_part(&mut self, peer: &EntityMatch, policy_namespace: &str) -> PodPart {
+        let positive = peer
+            .scoped_selector(policy_namespace)
+            .map(|(scope, selector)| self.atoms.intern(Atom::Calico(scope, selector)));
+        let negative = peer
+            .not_selector
+            .clone()
+            .map(|selector| self.atoms.intern(Atom::Calico(Scope::Everywhere, selector)));
+        if positive.is_none() && negative.is_none() {
+            return PodPart::Any;
+        }
+        PodPart::Pods {
+            all: positive.into_iter().collect(),
+            none: negative,
+        }
     }
 
     fn lower_peer(&mut self, peer: &Peer) -> (PodPart, Option<Vec<AddressRange>>) {
@@ -344,7 +574,29 @@ impl<'a> Compiler<'a> {
                 let atom = self
                     .atoms
                     .intern(Atom::Selector(namespaces.clone(), pods.clone()));
-                (PodPart::Atoms(vec![atom]), None)
+                (PodPart::atoms(vec![atom]), None)
+            }
+        }
+    }
+
+    /// Pods a policy applies to (either direction), sorted.
+    fn selected_pods(&self, policy: usize) -> Vec<PodId> {
+        let policy = &self.cluster.policies[policy];
+        match &policy.endpoints {
+            Endpoints::Kubernetes(selector) => self
+                .index
+                .select(&NamespaceScope::Same(policy.namespace.clone()), selector),
+            Endpoints::Calico { .. } => {
+                let inventory = &self.cluster.inventory;
+                inventory
+                    .pod_ids()
+                    .filter(|&id| {
+                        let pod = inventory.pod(id);
+                        inventory
+                            .namespace(&pod.namespace)
+                            .is_some_and(|ns| policy.selects(pod, ns))
+                    })
+                    .collect()
             }
         }
     }
@@ -361,6 +613,15 @@ impl<'a> Compiler<'a> {
             .iter()
             .map(|atom| match atom {
                 Atom::Selector(scope, sel) => self.index.select(scope, sel),
+                Atom::Calico(scope, selector) => inventory
+                    .pod_ids()
+                    .filter(|&id| {
+                        let pod = inventory.pod(id);
+                        pod.is_policy_endpoint()
+                            && scope.contains(inventory, id)
+                            && selector.matches(&crate::calico::pod_labels(pod))
+                    })
+                    .collect(),
                 Atom::NamedPort {
                     name,
                     protocol,
@@ -411,11 +672,11 @@ impl<'a> Compiler<'a> {
         }
 
         // Endpoint classes: pods selected by the same policies (and resolving the ingress named
-        // ports of those policies to the same numbers) share a table.
+        // ports of those policies to the same numbers, and satisfying the same local
+        // conditions) share a chain of tables.
         let mut selected_by: Vec<[Vec<u32>; 2]> = vec![[Vec::new(), Vec::new()]; pod_count];
         for (pi, policy) in cluster.policies.iter().enumerate() {
-            let scope = NamespaceScope::Same(policy.namespace.clone());
-            for pod in self.index.select(&scope, &policy.pod_selector) {
+            for pod in self.selected_pods(pi) {
                 for direction in Direction::BOTH {
                     if policy.applies_to(direction) {
                         selected_by[pod as usize][direction.index()].push(pi as u32);
@@ -430,10 +691,11 @@ impl<'a> Compiler<'a> {
             group_signatures: &group_signatures,
             inventory,
         };
-        let mut table_ids: HashMap<EndpointClass, u32> = HashMap::new();
-        let mut tables: Vec<Table> = Vec::new();
-        let mut tables_of_pod = vec![[NO_TABLE; 2]; pod_count];
+        let mut chain_ids: HashMap<EndpointClass, u32> = HashMap::new();
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut chains_of_pod = vec![[NO_TABLE; 2]; pod_count];
         for (pod, by_direction) in selected_by.iter().enumerate() {
+            let pod = pod as PodId;
             for direction in Direction::BOTH {
                 let policies = &by_direction[direction.index()];
                 if policies.is_empty() {
@@ -442,14 +704,15 @@ impl<'a> Compiler<'a> {
                 let names = builder.endpoint_named_ports(policies, direction);
                 let resolved: Vec<Option<u16>> = names
                     .iter()
-                    .map(|(n, proto)| inventory.pod(pod as PodId).resolve_named_port(n, *proto))
+                    .map(|(n, proto)| inventory.pod(pod).resolve_named_port(n, *proto))
                     .collect();
-                let key = (direction, policies.clone(), resolved);
-                let id = *table_ids.entry(key).or_insert_with(|| {
-                    tables.push(builder.build(policies, direction, pod as PodId));
-                    tables.len() as u32 - 1
+                let locals = self.local_results(policies, direction, pod);
+                let key = (direction, policies.clone(), resolved, locals.clone());
+                let id = *chain_ids.entry(key).or_insert_with(|| {
+                    chains.push(builder.chain(cluster, policies, direction, pod, &locals));
+                    chains.len() as u32 - 1
                 });
-                tables_of_pod[pod][direction.index()] = id;
+                chains_of_pod[pod as usize][direction.index()] = id;
             }
         }
 
@@ -457,17 +720,63 @@ impl<'a> Compiler<'a> {
             cluster: cluster_arc,
             group_by_v4,
             group_by_v6,
-            tables_of_pod,
-            tables,
+            chains_of_pod,
+            chains,
             pod_groups: group_signatures.len(),
             selector_terms: self.atoms.list.len(),
         }
     }
+
+    /// For every local condition of `policies`' rules in `direction`: the address families in
+    /// which `pod` satisfies it.
+    fn local_results(&self, policies: &[u32], direction: Direction, pod: PodId) -> LocalResults {
+        let inventory = &self.cluster.inventory;
+        let address_of = |ipv4: bool| {
+            inventory
+                .pod(pod)
+                .ips
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == ipv4)
+        };
+        let mut results: LocalResults = policies
+            .iter()
+            .flat_map(|&p| &self.fragments[p as usize][direction.index()])
+            .filter_map(|f| f.local)
+            .map(|id| {
+                let (entity, namespace) = &self.locals[id as usize];
+                let holds =
+                    |ipv4| entity.matches(inventory, namespace, address_of(ipv4), Some(pod));
+                (
+                    id,
+                    Families {
+                        v4: holds(true),
+                        v6: holds(false),
+                    },
+                )
+            })
+            .collect();
+        results.sort_unstable_by_key(|&(id, _)| id);
+        results.dedup();
+        results
+    }
 }
 
-/// What makes endpoints share a table: the direction, the policies selecting them, and the
-/// numbers their own named ports resolve to.
-type EndpointClass = (Direction, Vec<u32>, Vec<Option<u16>>);
+/// Each local condition (by id) with the families in which the endpoint satisfies it.
+type LocalResults = Vec<(u32, Families)>;
+
+/// What makes endpoints share a chain: the direction, the policies selecting them, the numbers
+/// their own named ports resolve to, and how they fare with the rules' local conditions.
+type EndpointClass = (Direction, Vec<u32>, Vec<Option<u16>>, LocalResults);
+
+/// Which of a tier's fragments a table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableKind {
+    /// Allow, Deny and Pass: the first match decides.
+    Deciding,
+    /// Log: asked for logging only.
+    Logging,
+}
 
 struct TableBuilder<'a> {
     options: CompileOptions,
@@ -488,8 +797,8 @@ impl TableBuilder<'_> {
             .flat_map(|&p| &self.fragments[p as usize][direction.index()])
             .flat_map(|f| f.ports.iter().flatten())
             .filter_map(|t| match t {
-                PortTerm::NamedOnEndpoint { name, protocol } => Some((name.clone(), *protocol)),
-                PortTerm::Range(_) => None,
+                PortTerm::NamedOnEndpoint { name, protocol, .. } => Some((name.clone(), *protocol)),
+                PortTerm::Range(_) | PortTerm::AllBut(_) => None,
             })
             .collect();
         names.sort_unstable();
@@ -497,29 +806,108 @@ impl TableBuilder<'_> {
         names
     }
 
-    /// The table for endpoints selected by `policies`, with `representative` resolving named
-    /// ports (every pod of the class resolves them alike).
-    fn build(&self, policies: &[u32], direction: Direction, representative: PodId) -> Table {
+    /// The chain for endpoints selected by `policies` (in evaluation order, so grouped by tier).
+    fn chain(
+        &self,
+        cluster: &Cluster,
+        policies: &[u32],
+        direction: Direction,
+        representative: PodId,
+        locals: &LocalResults,
+    ) -> Chain {
+        let mut tiers = Vec::new();
+        let mut start = 0;
+        while start < policies.len() {
+            let tier = cluster.tier_of(policies[start] as usize);
+            let end = start
+                + policies[start..]
+                    .iter()
+                    .take_while(|&&p| cluster.tier_of(p as usize) == tier)
+                    .count();
+            let in_tier = &policies[start..end];
+            let rules = self.build(
+                in_tier,
+                direction,
+                representative,
+                locals,
+                TableKind::Deciding,
+            );
+            let logs = in_tier.iter().any(|&p| {
+                self.fragments[p as usize][direction.index()]
+                    .iter()
+                    .any(|f| f.action == Action::Log)
+            });
+            let log = logs.then(|| {
+                self.build(
+                    in_tier,
+                    direction,
+                    representative,
+                    locals,
+                    TableKind::Logging,
+                )
+            });
+            tiers.push(TierTables {
+                tier: tier as u32,
+                default_action: cluster.tiers[tier].default_action,
+                rules,
+                log,
+            });
+            start = end;
+        }
+        let needs_group = tiers
+            .iter()
+            .any(|t| t.rules.needs_group || t.log.as_ref().is_some_and(|l| l.needs_group));
+        Chain {
+            policies: policies.to_vec(),
+            tiers,
+            needs_group,
+        }
+    }
+
+    /// The table of `kind` for endpoints selected by `policies` (of one tier), with
+    /// `representative` resolving named ports and local conditions (every pod of the class
+    /// resolves them alike). Both kinds number the same slots, so that a Log slot can be
+    /// compared with a deciding one.
+    fn build(
+        &self,
+        policies: &[u32],
+        direction: Direction,
+        representative: PodId,
+        locals: &LocalResults,
+        kind: TableKind,
+    ) -> Table {
         let endpoint = self.inventory.pod(representative);
-        let mut slots: Vec<RuleRef> = Vec::new();
-        // Each slot's peer condition, and which slots have no port condition.
+        let mut slots: Vec<(RuleRef, Action)> = Vec::new();
+        // Each slot's peer condition (None for mixed slots and slots of the other kind), and
+        // which slots have no port condition.
         let mut conditions: Vec<Option<PeerCondition>> = Vec::new();
         let mut unported: Vec<u32> = Vec::new();
         let mut with_ports: Vec<(PortRange, u32)> = Vec::new();
+        let mut all_but: Vec<(Protocol, u32)> = Vec::new();
         let mut mixed: Vec<MixedSlot> = Vec::new();
         for &policy in policies {
             for fragment in &self.fragments[policy as usize][direction.index()] {
-                let ports: Option<Vec<PortRange>> = fragment.ports.as_ref().map(|terms| {
+                let ports: Option<Vec<PortTest>> = fragment.ports.as_ref().map(|terms| {
                     terms
                         .iter()
                         .filter_map(|t| match t {
-                            PortTerm::Range(r) => Some(*r),
-                            PortTerm::NamedOnEndpoint { name, protocol } => endpoint
+                            PortTerm::Range(r) => Some(PortTest::Range(*r)),
+                            PortTerm::AllBut(p) => Some(PortTest::AllBut(*p)),
+                            PortTerm::NamedOnEndpoint {
+                                name,
+                                protocol,
+                                excluded,
+                            } => endpoint
                                 .resolve_named_port(name, *protocol)
-                                .map(|port| PortRange {
-                                    protocol: *protocol,
-                                    start: port,
-                                    end: port,
+                                .filter(|port| {
+                                    !excluded.iter().any(|&(a, b)| (a..=b).contains(port))
+                                })
+                                .map(|port| {
+                                    PortTest::Range(PortRange {
+                                        protocol: *protocol,
+                                        start: port,
+                                        end: port,
+                                    })
                                 }),
                         })
                         .collect()
@@ -527,22 +915,62 @@ impl TableBuilder<'_> {
                 if ports.as_ref().is_some_and(Vec::is_empty) {
                     continue; // only named ports this pod does not have: matches nothing
                 }
-                let slot = slots.len() as u32;
-                slots.push(RuleRef {
-                    policy,
-                    direction,
-                    rule: fragment.rule,
-                });
-                let groups: Option<Option<Vec<u32>>> = match &fragment.pods {
-                    PodPart::Any => None,
-                    PodPart::AllPods => Some(None),
-                    PodPart::Atoms(atoms) => Some(Some(self.groups_satisfying(atoms).collect())),
+                let families = match fragment.local {
+                    None => fragment.families,
+                    Some(id) => {
+                        let local = locals
+                            .iter()
+                            .find(|&&(l, _)| l == id)
+                            .map_or(Families::BOTH, |&(_, f)| f);
+                        fragment.families.and(local)
+                    }
                 };
-                let condition = match (groups, &fragment.addresses) {
+                if families.is_empty() {
+                    continue; // the endpoint fails the rule's local side in every family
+                }
+                let addresses: Option<Vec<AddressRange>> = match &fragment.addresses {
+                    Some(ranges) => Some(
+                        ranges
+                            .iter()
+                            .copied()
+                            .filter(|r| families.allows(matches!(r, AddressRange::V4(..))))
+                            .collect(),
+                    ),
+                    None if families == Families::BOTH => None,
+                    None => Some(nets_ranges(&[], &[], families)),
+                };
+                if addresses.as_ref().is_some_and(Vec::is_empty) {
+                    continue;
+                }
+                let slot = slots.len() as u32;
+                slots.push((
+                    RuleRef {
+                        policy,
+                        direction,
+                        rule: fragment.rule,
+                    },
+                    fragment.action,
+                ));
+                let wanted = match kind {
+                    TableKind::Deciding => fragment.action != Action::Log,
+                    TableKind::Logging => fragment.action == Action::Log,
+                };
+                if !wanted {
+                    conditions.push(None);
+                    continue;
+                }
+                let pods: Option<(Option<Vec<u32>>, bool)> = match &fragment.pods {
+                    PodPart::Any => None,
+                    PodPart::AllPods => Some((None, false)),
+                    PodPart::Pods { all, none } => Some(self.groups_of(all, *none)),
+                };
+                let condition = match (pods, addresses) {
                     (None, None) => Some(PeerCondition::Any),
-                    (Some(groups), None) => Some(PeerCondition::Pods(groups)),
-                    (None, Some(ranges)) => Some(PeerCondition::Addresses(ranges.clone())),
-                    (Some(groups), Some(ranges)) => {
+                    (Some((groups, external)), None) => {
+                        Some(PeerCondition::Pods { groups, external })
+                    }
+                    (None, Some(ranges)) => Some(PeerCondition::Addresses(ranges)),
+                    (Some((groups, external)), Some(ranges)) => {
                         let mut groups = match groups {
                             Some(groups) => groups,
                             None => (0..self.group_signatures.len() as u32).collect(),
@@ -551,7 +979,8 @@ impl TableBuilder<'_> {
                         mixed.push(MixedSlot {
                             slot,
                             groups: groups.into(),
-                            ranges: ranges.clone().into(),
+                            external,
+                            ranges: ranges.into(),
                             ports: ports.clone().map(Into::into),
                         });
                         None
@@ -559,7 +988,14 @@ impl TableBuilder<'_> {
                 };
                 if condition.is_some() {
                     match ports {
-                        Some(ports) => with_ports.extend(ports.into_iter().map(|r| (r, slot))),
+                        Some(ports) => {
+                            for test in ports {
+                                match test {
+                                    PortTest::Range(r) => with_ports.push((r, slot)),
+                                    PortTest::AllBut(p) => all_but.push((p, slot)),
+                                }
+                            }
+                        }
                         None => unported.push(slot),
                     }
                 }
@@ -572,12 +1008,15 @@ impl TableBuilder<'_> {
         // port search, one group lookup and one address search. Folding copies those slots into
         // each class, so it is done only while the copies stay within a budget.
         let mut interner = ClassInterner::default();
-        let map = PortMap::build(&with_ports, &mut interner);
+        let map = PortMap::build(&with_ports, &all_but, &mut interner);
         let port_classes = interner.into_classes();
         let unported_size: usize = unported
             .iter()
             .map(|&s| match &conditions[s as usize] {
-                Some(PeerCondition::Pods(Some(groups))) => groups.len(),
+                Some(PeerCondition::Pods {
+                    groups: Some(groups),
+                    ..
+                }) => groups.len(),
                 Some(PeerCondition::Addresses(ranges)) => ranges.len(),
                 _ => 1,
             })
@@ -590,13 +1029,16 @@ impl TableBuilder<'_> {
             // Ascending slot order: the group builder keeps the first slot per group.
             let mut merged: Vec<u32> = ported.iter().chain(extra).copied().collect();
             merged.sort_unstable();
+            merged.dedup();
             for slot in merged {
                 match conditions[slot as usize]
                     .as_ref()
-                    .expect("mixed slots are not in classes")
+                    .expect("mixed slots and slots of the other kind are not in classes")
                 {
                     PeerCondition::Any => any_peer = any_peer.min(slot),
-                    PeerCondition::Pods(groups) => pods.add(slot, groups.as_deref()),
+                    PeerCondition::Pods { groups, external } => {
+                        pods.add(slot, groups.as_deref(), *external)
+                    }
                     PeerCondition::Addresses(ranges) => {
                         addresses.extend(ranges.iter().map(|&r| (r, slot)))
                     }
@@ -619,13 +1061,30 @@ impl TableBuilder<'_> {
             || classes.iter().any(|c| c.pods.is_some())
             || unported_class.as_ref().is_some_and(|c| c.pods.is_some());
         Table {
-            policies: policies.to_vec(),
             slots,
             unported: unported_class,
             ports: (map, classes),
             mixed,
             needs_group,
         }
+    }
+
+    /// The groups of pods satisfying every atom of `all` and not `none` (every group when both
+    /// are empty), and whether addresses of no pod satisfy the condition too.
+    fn groups_of(&self, all: &[u32], none: Option<u32>) -> (Option<Vec<u32>>, bool) {
+        let excluded = |g: u32| {
+            none.is_some_and(|n| self.group_signatures[g as usize].binary_search(&n).is_ok())
+        };
+        let groups: Vec<u32> = if all.is_empty() {
+            (0..self.group_signatures.len() as u32)
+                .filter(|&g| !excluded(g))
+                .collect()
+        } else {
+            self.groups_satisfying(all)
+                .filter(|&g| !excluded(g))
+                .collect()
+        };
+        (Some(groups), all.is_empty())
     }
 
     /// Groups whose pods satisfy every atom.
@@ -649,8 +1108,12 @@ impl TableBuilder<'_> {
 /// What a slot requires of the peer.
 enum PeerCondition {
     Any,
-    /// `None`: any pod; `Some`: pods of these groups.
-    Pods(Option<Vec<u32>>),
+    /// `groups` `None`: any pod; `Some`: pods of these groups. `external`: addresses of no pod
+    /// satisfy it too.
+    Pods {
+        groups: Option<Vec<u32>>,
+        external: bool,
+    },
     Addresses(Vec<AddressRange>),
 }
 
@@ -662,9 +1125,13 @@ struct GroupFirstBuilder {
 }
 
 impl GroupFirstBuilder {
-    /// Slots must be added in increasing order; `groups` `None` means every pod.
-    fn add(&mut self, slot: u32, groups: Option<&[u32]>) {
+    /// Slots must be added in increasing order; `groups` `None` means every pod; `external`
+    /// that addresses of no pod satisfy the slot too.
+    fn add(&mut self, slot: u32, groups: Option<&[u32]>, external: bool) {
         self.any = true;
+        if external {
+            self.first.external = self.first.external.min(slot);
+        }
         match groups {
             None => self.first.all_pods = self.first.all_pods.min(slot),
             Some(groups) => {

@@ -20,15 +20,33 @@ pub struct RuleRef {
 pub enum Decision {
     /// No policy selects the endpoint for this direction: everything is allowed.
     NotIsolated,
-    /// Isolated, and this rule (the first in evaluation order) allows the traffic.
+    /// This rule (the first Allow, Deny or Pass in evaluation order) allows the traffic.
     Allowed(RuleRef),
-    /// Isolated, and no rule allows the traffic.
-    Denied,
+    /// This Deny rule (a Calico rule) denies the traffic.
+    DeniedBy(RuleRef),
+    /// Tier `tier` (an index into [`crate::Cluster::tiers`]) has policies for the endpoint in
+    /// this direction, none of their rules decided, and the tier's default action is Deny. For
+    /// Kubernetes policies: isolated, and no rule allows the traffic.
+    Denied { tier: u32 },
+    /// Every tier with policies for the endpoint passed the traffic on, the last one by this
+    /// Pass rule (`None`: by its default action Pass); the namespace's profile allows it, as in
+    /// Calico.
+    Passed(Option<RuleRef>),
 }
 
 impl Decision {
     pub fn allows(self) -> bool {
-        !matches!(self, Decision::Denied)
+        !matches!(self, Decision::Denied { .. } | Decision::DeniedBy(_))
+    }
+
+    /// The rule that decided, if a rule did.
+    pub fn rule(self) -> Option<RuleRef> {
+        match self {
+            Decision::Allowed(rule) | Decision::DeniedBy(rule) | Decision::Passed(Some(rule)) => {
+                Some(rule)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -88,6 +88,16 @@ pub enum Problem {
     IpBlockWithSelector,
     #[error("Required value: must specify a peer")]
     EmptyPeer,
+    #[error("Invalid value: {value:?}: {reason}")]
+    Invalid { value: String, reason: String },
+    #[error("Invalid value: {value:?}: invalid selector at column {column}: {message}")]
+    InvalidSelector {
+        value: String,
+        column: usize,
+        message: String,
+    },
+    #[error("Not supported by podwall: {what}")]
+    NotSupported { what: String },
     #[error("Duplicate value: {what} is defined twice (first at {first})")]
     Duplicate { what: String, first: String },
 }

@@ -1,5 +1,6 @@
 //! Turns decisions into explanations a person can act on: which policy and rule (file, document,
-//! field) allowed a connection, or which policies isolate the pod when nothing allowed it.
+//! field; tier, order and action) decided a connection, or which policies isolate the pod when
+//! no rule did.
 
 use std::fmt;
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 use crate::classifier::Classifier;
 use crate::decision::{ConnectionDecision, Decision, Party, RuleRef};
 use crate::inventory::Inventory;
-use crate::netpol::Direction;
+use crate::netpol::{Action, Direction};
 use crate::probe::Connection;
 
 /// A policy, by name and by where it was read.
@@ -16,6 +17,9 @@ use crate::probe::Connection;
 pub struct PolicyOrigin {
     pub kind: &'static str,
     pub policy: String,
+    pub tier: String,
+    /// `None`: no `order` (evaluated after every ordered policy of its tier).
+    pub order: Option<f64>,
     pub file: String,
     pub document: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,9 +30,14 @@ impl fmt::Display for PolicyOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} ({}, document {}",
-            self.kind, self.policy, self.file, self.document
+            "{} {} (tier {}, order ",
+            self.kind, self.policy, self.tier
         )?;
+        match self.order {
+            Some(order) => write!(f, "{order}")?,
+            None => write!(f, "none")?,
+        }
+        write!(f, "; {}, document {}", self.file, self.document)?;
         if let Some(item) = self.item {
             write!(f, ", items[{item}]")?;
         }
@@ -43,6 +52,7 @@ pub struct RuleOrigin {
     pub policy: PolicyOrigin,
     /// `spec.ingress[1]`
     pub rule: String,
+    pub action: Action,
 }
 
 /// Why one end decided as it did.
@@ -54,9 +64,19 @@ pub enum Reason {
     AllowedByRule {
         by: RuleOrigin,
     },
-    /// Isolated by these policies, and none of their rules matched.
+    DeniedByRule {
+        by: RuleOrigin,
+    },
+    /// Isolated by these policies of tier `tier`, and none of their rules decided.
     NoRuleMatched {
+        tier: String,
         isolated_by: Vec<PolicyOrigin>,
+    },
+    /// Every tier with policies for the pod passed the traffic on (the last by this rule, or by
+    /// its default action); the namespace's profile allows it.
+    Passed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<RuleOrigin>,
     },
 }
 
@@ -67,6 +87,9 @@ pub struct SideExplanation {
     pub allowed: bool,
     #[serde(flatten)]
     pub reason: Reason,
+    /// The first Log rule the traffic met on the way, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged_by: Option<RuleOrigin>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,9 +115,11 @@ impl Explanation {
             .into_iter()
             .flatten()
             .flat_map(|side| match &side.reason {
-                Reason::NotIsolated => vec![],
-                Reason::AllowedByRule { by } => vec![by.policy.policy.clone()],
-                Reason::NoRuleMatched { isolated_by } => {
+                Reason::NotIsolated | Reason::Passed { by: None } => vec![],
+                Reason::AllowedByRule { by }
+                | Reason::DeniedByRule { by }
+                | Reason::Passed { by: Some(by) } => vec![by.policy.policy.clone()],
+                Reason::NoRuleMatched { isolated_by, .. } => {
                     isolated_by.iter().map(|p| p.policy.clone()).collect()
                 }
             })
@@ -112,8 +137,10 @@ pub fn party_name(inventory: &Inventory, party: Party) -> String {
 pub fn policy_origin(classifier: &Classifier, policy: u32) -> PolicyOrigin {
     let p = &classifier.cluster().policies[policy as usize];
     PolicyOrigin {
-        kind: "NetworkPolicy",
+        kind: p.kind.name(),
         policy: p.key(),
+        tier: p.tier.clone(),
+        order: p.order,
         file: p.origin.file.clone(),
         document: p.origin.document,
         item: p.origin.item,
@@ -121,38 +148,65 @@ pub fn policy_origin(classifier: &Classifier, policy: u32) -> PolicyOrigin {
 }
 
 pub fn rule_origin(classifier: &Classifier, rule: RuleRef) -> RuleOrigin {
+    let policy = &classifier.cluster().policies[rule.policy as usize];
     RuleOrigin {
         policy: policy_origin(classifier, rule.policy),
         rule: format!("spec.{}[{}]", rule.direction.field(), rule.rule),
+        action: policy.rules(rule.direction)[rule.rule as usize].action,
     }
 }
 
 fn side(
     classifier: &Classifier,
-    party: Party,
+    connection: &Connection,
     direction: Direction,
     decision: Decision,
 ) -> SideExplanation {
-    let inventory = &classifier.cluster().inventory;
+    let cluster = classifier.cluster();
+    let (party, peer) = match direction {
+        Direction::Egress => (connection.from, connection.to),
+        Direction::Ingress => (connection.to, connection.from),
+    };
     let pod = party.pod().expect("sides are explained for pods only");
     let reason = match decision {
         Decision::NotIsolated => Reason::NotIsolated,
         Decision::Allowed(rule) => Reason::AllowedByRule {
             by: rule_origin(classifier, rule),
         },
-        Decision::Denied => Reason::NoRuleMatched {
-            isolated_by: classifier
-                .selecting_policies(pod, direction)
-                .iter()
-                .map(|&p| policy_origin(classifier, p))
-                .collect(),
+        Decision::DeniedBy(rule) => Reason::DeniedByRule {
+            by: rule_origin(classifier, rule),
+        },
+        Decision::Denied { tier } => {
+            let tier = &cluster.tiers[tier as usize].name;
+            Reason::NoRuleMatched {
+                tier: tier.clone(),
+                isolated_by: classifier
+                    .selecting_policies(pod, direction)
+                    .iter()
+                    .filter(|&&p| &cluster.policies[p as usize].tier == tier)
+                    .map(|&p| policy_origin(classifier, p))
+                    .collect(),
+            }
+        }
+        Decision::Passed(rule) => Reason::Passed {
+            by: rule.map(|rule| rule_origin(classifier, rule)),
         },
     };
+    let logged_by = classifier
+        .logged(
+            pod,
+            direction,
+            peer.address(),
+            connection.protocol,
+            connection.port,
+        )
+        .map(|rule| rule_origin(classifier, rule));
     SideExplanation {
         direction,
-        pod: party_name(inventory, party),
+        pod: party_name(&cluster.inventory, party),
         allowed: decision.allows(),
         reason,
+        logged_by,
     }
 }
 
@@ -173,10 +227,10 @@ pub fn explain(
         same_pod: decision.same_pod,
         egress: decision
             .egress
-            .map(|d| side(classifier, connection.from, Direction::Egress, d)),
+            .map(|d| side(classifier, connection, Direction::Egress, d)),
         ingress: decision
             .ingress
-            .map(|d| side(classifier, connection.to, Direction::Ingress, d)),
+            .map(|d| side(classifier, connection, Direction::Ingress, d)),
     }
 }
 
@@ -207,8 +261,10 @@ impl fmt::Display for SideExplanation {
                     Direction::Egress => "Egress",
                 }
             ),
-            Reason::AllowedByRule { by } => write!(f, " by {} rule {}", by.policy, by.rule),
-            Reason::NoRuleMatched { isolated_by } => {
+            Reason::AllowedByRule { by } | Reason::DeniedByRule { by } => {
+                write!(f, " by {} rule {} ({})", by.policy, by.rule, by.action)
+            }
+            Reason::NoRuleMatched { tier, isolated_by } => {
                 write!(f, " — isolated for {} by ", self.direction)?;
                 for (i, p) in isolated_by.iter().enumerate() {
                     if i > 0 {
@@ -216,9 +272,27 @@ impl fmt::Display for SideExplanation {
                     }
                     write!(f, "{p}")?;
                 }
-                write!(f, "; none of their {} rules matches", self.direction)
+                write!(
+                    f,
+                    "; none of their {} rules decides, and tier {tier} denies what it does not decide",
+                    self.direction
+                )
             }
+            Reason::Passed { by } => {
+                match by {
+                    Some(by) => write!(f, " — passed by {} rule {} (Pass)", by.policy, by.rule)?,
+                    None => write!(f, " — passed by its tier's default action")?,
+                }
+                write!(
+                    f,
+                    "; no later tier has a policy for it, so its namespace's profile allows it"
+                )
+            }
+        }?;
+        if let Some(log) = &self.logged_by {
+            write!(f, "; logged by {} rule {} (Log)", log.policy, log.rule)?;
         }
+        Ok(())
     }
 }
 

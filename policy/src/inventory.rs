@@ -17,6 +17,7 @@ impl Protocol {
     pub const UDP: Protocol = Protocol(17);
     pub const ICMPV6: Protocol = Protocol(58);
     pub const SCTP: Protocol = Protocol(132);
+    pub const UDPLITE: Protocol = Protocol(136);
 
     /// The Kubernetes spelling (`TCP`, `UDP`, `SCTP`), case-sensitive as the API server is.
     pub fn from_kubernetes(name: &str) -> Option<Protocol> {
@@ -42,6 +43,7 @@ impl fmt::Display for Protocol {
             Protocol::SCTP => write!(f, "SCTP"),
             Protocol::ICMP => write!(f, "ICMP"),
             Protocol::ICMPV6 => write!(f, "ICMPv6"),
+            Protocol::UDPLITE => write!(f, "UDPLite"),
             Protocol(n) => write!(f, "protocol {n}"),
         }
     }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use crate::error::{Diagnostics, Location, Problem};
 use crate::inventory::{NamedPort, Namespace, Pod, Protocol};
 use crate::netpol::{
-    Direction, IpBlock, NamespaceScope, NetworkPolicy, Peer, PortMatch, PortSpec, Rule,
+    Direction, Endpoints, IpBlock, NamespaceScope, NetworkPolicy, Peer, PolicyKind, PortMatch,
+    PortSpec, Rule, DEFAULT_TIER, KUBERNETES_POLICY_ORDER,
 };
 use crate::selector::{dns_subdomain_error, validate_labels, validate_selector, RawLabelSelector};
 
@@ -357,10 +358,13 @@ pub fn network_policy_from(
     };
 
     NetworkPolicy {
+        kind: PolicyKind::Kubernetes,
         namespace,
         name,
         origin: at.clone(),
-        pod_selector,
+        tier: DEFAULT_TIER.to_string(),
+        order: Some(KUBERNETES_POLICY_ORDER),
+        endpoints: Endpoints::Kubernetes(pod_selector),
         types,
         ingress,
         egress,
@@ -392,7 +396,7 @@ fn rule_from(
         .enumerate()
         .filter_map(|(j, port)| port_from(port, &at.at(format!("{rule_path}.ports[{j}]")), diags))
         .collect();
-    Rule { peers, ports }
+    Rule::kubernetes(peers, ports)
 }
 
 fn peer_from(

@@ -8,10 +8,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::calico;
+use crate::calico::tier::{by_order, Tier};
 use crate::error::{Diagnostics, Error, Location, Problem, Warning};
 use crate::inventory::{Inventory, Namespace, Pod};
 use crate::k8s;
-use crate::netpol::{NamespaceScope, NetworkPolicy, Peer};
+use crate::netpol::{NamespaceScope, NetworkPolicy, Peer, PolicyKind, DEFAULT_TIER};
 
 /// One input text and the name it is reported under (a path, or `-`).
 #[derive(Debug, Clone)]
@@ -33,9 +35,24 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub inventory: Inventory,
-    /// In a stable order: by namespace, then name.
+    /// In evaluation order (Calico's: lower `order` first, missing last, then name); always
+    /// holds the `default` tier.
+    pub tiers: Vec<Tier>,
+    /// In evaluation order: by tier, then `order` (Kubernetes policies have 1000, missing is
+    /// last), then name (see [`NetworkPolicy::ordering_name`]).
     pub policies: Vec<NetworkPolicy>,
     pub warnings: Vec<Warning>,
+}
+
+impl Cluster {
+    /// The index in [`Cluster::tiers`] of the tier of `policy`.
+    pub fn tier_of(&self, policy: usize) -> usize {
+        let name = &self.policies[policy].tier;
+        self.tiers
+            .iter()
+            .position(|t| &t.name == name)
+            .expect("the loader accepts only policies of loaded tiers")
+    }
 }
 
 /// Loading failed: every error found, and the warnings.
@@ -71,6 +88,7 @@ struct Loader {
     namespaces: Vec<Namespace>,
     pods: Vec<Pod>,
     policies: Vec<NetworkPolicy>,
+    tiers: Vec<Tier>,
     seen: HashMap<(String, String, String), Location>,
 }
 
@@ -168,6 +186,30 @@ impl Loader {
                     }
                 }
             }
+            ("projectcalico.org/v3", "NetworkPolicy" | "GlobalNetworkPolicy") => {
+                let policy_kind = if kind == "NetworkPolicy" {
+                    PolicyKind::Calico
+                } else {
+                    PolicyKind::CalicoGlobal
+                };
+                if let Some(raw) = self.typed::<calico::load::RawCalicoPolicy>(value, &at) {
+                    let policy = calico::load::policy_from(raw, policy_kind, &at, &mut self.diags);
+                    if let Some(policy) = policy {
+                        let key = format!("projectcalico.org/v3 {kind}");
+                        if self.first_definition(&key, &policy.namespace, &policy.name, &at) {
+                            self.policies.push(policy);
+                        }
+                    }
+                }
+            }
+            ("projectcalico.org/v3", "Tier") => {
+                if let Some(raw) = self.typed::<calico::load::RawTier>(value, &at) {
+                    let tier = calico::load::tier_from(raw, &at, &mut self.diags);
+                    if self.first_definition("Tier", "", &tier.name, &at) {
+                        self.tiers.push(tier);
+                    }
+                }
+            }
             ("", _) | (_, "") => self.diags.error(
                 at.at(if api_version.is_empty() {
                     "apiVersion"
@@ -220,6 +262,20 @@ impl Loader {
 
     fn finish(mut self) -> Result<Cluster, Rejected> {
         self.warn_about_shared_addresses();
+        if !self.tiers.iter().any(|t| t.name == DEFAULT_TIER) {
+            self.tiers.push(Tier::implicit_default());
+        }
+        for policy in &self.policies {
+            if !self.tiers.iter().any(|t| t.name == policy.tier) {
+                self.diags.error(
+                    policy.origin.at("spec.tier"),
+                    Problem::Invalid {
+                        value: policy.tier.clone(),
+                        reason: "no projectcalico.org/v3 Tier of that name was loaded".into(),
+                    },
+                );
+            }
+        }
         if !self.diags.errors.is_empty() {
             return Err(Rejected {
                 errors: self.diags.errors,
@@ -230,7 +286,7 @@ impl Loader {
             .policies
             .iter()
             .flat_map(|p| {
-                let own = std::iter::once(p.namespace.clone());
+                let own = std::iter::once(p.namespace.clone()).filter(|n| !n.is_empty());
                 let peers = p.ingress.iter().chain(&p.egress).flat_map(|r| &r.peers);
                 own.chain(peers.filter_map(|peer| match peer {
                     Peer::Pods {
@@ -241,10 +297,12 @@ impl Loader {
                 }))
             })
             .collect();
+        let mut tiers = self.tiers;
         let mut policies = self.policies;
-        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        sort_for_evaluation(&mut tiers, &mut policies);
         Ok(Cluster {
             inventory: Inventory::new(self.namespaces, self.pods, referenced),
+            tiers,
             policies,
             warnings: self.diags.warnings,
         })
@@ -268,6 +326,15 @@ impl Loader {
             }
         }
     }
+}
+
+/// Puts tiers and policies in Calico's evaluation order (see [`Cluster`]). Every policy's tier
+/// must be among `tiers`.
+pub fn sort_for_evaluation(tiers: &mut [Tier], policies: &mut [NetworkPolicy]) {
+    by_order(tiers, |t| (t.order, t.name.clone()));
+    by_order(policies, |p| (p.order, p.ordering_name()));
+    // Stable: keeps the order within each tier.
+    policies.sort_by_key(|p| tiers.iter().position(|t| t.name == p.tier));
 }
 
 fn object_label(kind: &str, value: &Value) -> String {

@@ -1,12 +1,16 @@
-//! Validated `networking.k8s.io/v1` NetworkPolicy: the shape the rest of podwall works with.
-//! Defaults are already applied (`policyTypes`, protocol TCP, peer namespace).
+//! Validated policies: Kubernetes `networking.k8s.io/v1` NetworkPolicy and Calico
+//! `projectcalico.org/v3` NetworkPolicy and GlobalNetworkPolicy, in one shape the rest of podwall
+//! works with. Defaults are already applied (`policyTypes`/`types`, protocol TCP, peer namespace,
+//! tier).
 
 use std::fmt;
 
 use ipnetwork::IpNetwork;
 
+use crate::calico::rule::CalicoMatch;
+use crate::calico::selector::Selector;
 use crate::error::Location;
-use crate::inventory::Protocol;
+use crate::inventory::{Namespace, Pod, Protocol};
 use crate::selector::LabelSelector;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -48,21 +52,127 @@ impl fmt::Display for Direction {
     }
 }
 
+/// Which API object a policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PolicyKind {
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    Kubernetes,
+    /// `projectcalico.org/v3` NetworkPolicy (namespaced).
+    Calico,
+    /// `projectcalico.org/v3` GlobalNetworkPolicy (cluster-wide).
+    CalicoGlobal,
+}
+
+impl PolicyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Kubernetes => "NetworkPolicy",
+            PolicyKind::Calico => "Calico NetworkPolicy",
+            PolicyKind::CalicoGlobal => "GlobalNetworkPolicy",
+        }
+    }
+}
+
+/// The pods a policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoints {
+    /// Kubernetes `podSelector`, in the policy's namespace.
+    Kubernetes(LabelSelector),
+    /// Calico `selector`: in the policy's namespace for a NetworkPolicy; for a
+    /// GlobalNetworkPolicy in every namespace whose labels `namespaces` matches (all without one).
+    Calico {
+        selector: Selector,
+        namespaces: Option<Selector>,
+    },
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Records the packet and goes on to the next rule.
+    Log,
+    /// Skips the rest of the tier: the next tier with a policy for the endpoint decides.
+    Pass,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Allow => "Allow",
+            Action::Deny => "Deny",
+            Action::Log => "Log",
+            Action::Pass => "Pass",
+        })
+    }
+}
+
+/// The tier Kubernetes NetworkPolicies and tierless Calico policies belong to.
+pub const DEFAULT_TIER: &str = "default";
+
+/// The `order` Calico gives Kubernetes NetworkPolicies.
+pub const KUBERNETES_POLICY_ORDER: f64 = 1000.0;
+
 #[derive(Debug, Clone)]
 pub struct NetworkPolicy {
+    pub kind: PolicyKind,
+    /// Empty for a GlobalNetworkPolicy.
     pub namespace: String,
     pub name: String,
     pub origin: Location,
-    pub pod_selector: LabelSelector,
-    /// Whether the policy isolates the selected pods for ingress / egress (`policyTypes`).
+    /// Calico `tier`; [`DEFAULT_TIER`] for Kubernetes policies.
+    pub tier: String,
+    /// Calico `order` (lower first; `None` last); [`KUBERNETES_POLICY_ORDER`] for Kubernetes.
+    pub order: Option<f64>,
+    pub endpoints: Endpoints,
+    /// Whether the policy applies to the selected pods for ingress / egress (`policyTypes`,
+    /// `types`).
     pub types: [bool; 2],
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
 }
 
 impl NetworkPolicy {
+    /// `namespace/name`, or the name of a global policy.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
+
+    /// The name Calico orders policies of equal `order` by: Kubernetes policies are
+    /// `knp.default.<name>` in their namespace.
+    pub fn ordering_name(&self) -> String {
+        match self.kind {
+            PolicyKind::Kubernetes => format!("{}/knp.default.{}", self.namespace, self.name),
+            PolicyKind::Calico => self.key(),
+            PolicyKind::CalicoGlobal => self.name.clone(),
+        }
+    }
+
+    /// Whether the policy applies to `pod` (in `namespace`), whatever the direction.
+    pub fn selects(&self, pod: &Pod, namespace: &Namespace) -> bool {
+        if !pod.is_policy_endpoint() {
+            return false;
+        }
+        match &self.endpoints {
+            Endpoints::Kubernetes(selector) => {
+                pod.namespace == self.namespace && selector.matches(&pod.labels)
+            }
+            Endpoints::Calico {
+                selector,
+                namespaces,
+            } => {
+                (self.namespace.is_empty() || pod.namespace == self.namespace)
+                    && selector.matches(&crate::calico::pod_labels(pod))
+                    && namespaces
+                        .as_ref()
+                        .is_none_or(|n| n.matches(&crate::calico::namespace_labels(namespace)))
+            }
+        }
     }
 
     pub fn applies_to(&self, direction: Direction) -> bool {
@@ -77,11 +187,27 @@ impl NetworkPolicy {
     }
 }
 
-/// One ingress or egress rule. Empty `peers` or `ports` match everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One ingress or egress rule. A Kubernetes rule (`calico` is `None`) allows; it matches when
+/// some peer and some port do (empty `peers` or `ports` match everything). A Calico rule has
+/// empty `peers` and `ports` and its conditions in `calico`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
+    pub action: Action,
     pub peers: Vec<Peer>,
     pub ports: Vec<PortMatch>,
+    pub calico: Option<Box<CalicoMatch>>,
+}
+
+impl Rule {
+    /// A Kubernetes rule.
+    pub fn kubernetes(peers: Vec<Peer>, ports: Vec<PortMatch>) -> Rule {
+        Rule {
+            action: Action::Allow,
+            peers,
+            ports,
+            calico: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -299,8 +299,9 @@ fn random_clusters_exercise_allows_denies_and_rule_choice() {
                         allowed += 1;
                         later_rule += usize::from(r.rule > 0);
                     }
-                    policy::Decision::Denied => denied += 1,
+                    policy::Decision::Denied { .. } => denied += 1,
                     policy::Decision::NotIsolated => open += 1,
+                    other => panic!("Kubernetes policies only allow or deny, got {other:?}"),
                 }
             }
         }

@@ -75,7 +75,66 @@ pub fn block_ranges(cidr: IpNetwork, except: &[IpNetwork]) -> Vec<AddressRange> 
     }
 }
 
-fn subtract(lo: u128, hi: u128, mut holes: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+/// Calico `nets` minus `notNets`, limited to the allowed families: `nets` empty means every
+/// address (of the allowed families).
+pub fn nets_ranges(
+    nets: &[IpNetwork],
+    not_nets: &[IpNetwork],
+    families: Families,
+) -> Vec<AddressRange> {
+    let included: Vec<IpNetwork> = if nets.is_empty() {
+        let mut all = Vec::new();
+        if families.v4 {
+            all.push("0.0.0.0/0".parse().expect("a valid network"));
+        }
+        if families.v6 {
+            all.push("::/0".parse().expect("a valid network"));
+        }
+        all
+    } else {
+        nets.iter()
+            .copied()
+            .filter(|n| families.allows(n.is_ipv4()))
+            .collect()
+    };
+    included
+        .into_iter()
+        .flat_map(|net| block_ranges(net, not_nets))
+        .collect()
+}
+
+/// Which address families a condition admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Families {
+    pub const BOTH: Families = Families { v4: true, v6: true };
+
+    pub fn allows(self, ipv4: bool) -> bool {
+        if ipv4 {
+            self.v4
+        } else {
+            self.v6
+        }
+    }
+
+    pub fn and(self, other: Families) -> Families {
+        Families {
+            v4: self.v4 && other.v4,
+            v6: self.v6 && other.v6,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        !self.v4 && !self.v6
+    }
+}
+
+/// `lo..=hi` minus every hole, as disjoint ranges.
+pub(crate) fn subtract(lo: u128, hi: u128, mut holes: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     holes.sort_unstable();
     let mut out = Vec::new();
     let mut next = Some(lo);

@@ -2,7 +2,10 @@
 //! cost does not grow with the number of policies in the cluster.
 //!
 //! For each endpoint class (pods selected by the same policies) and direction there is a
-//! [`Table`]. Its rules are numbered *slots* in evaluation order. Each slot constrains up to three
+//! [`Chain`]: one [`Table`] per tier with policies for the class, in tier order. A table's rules
+//! are numbered *slots* in evaluation order; its first matching slot decides (Allow, Deny) or
+//! passes to the next tier (Pass). Log rules have a table of their own, numbered alike, asked
+//! only when a new connection is logged. Each slot constrains up to three
 //! dimensions — the peer pod (through its label group), the peer address (CIDR ranges) and the
 //! port. A lookup maps the packet to one class per dimension; the lowest slot common to the
 //! classes (the lowest set bit of their AND) is computed at compile time for every combination
@@ -15,10 +18,11 @@ pub mod ports;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::calico::tier::TierDefault;
 use crate::decision::{ConnectionDecision, Decision, Party, RuleRef};
 use crate::inventory::{PodId, Protocol};
 use crate::load::Cluster;
-use crate::netpol::Direction;
+use crate::netpol::{Action, Direction};
 
 use lpm::{AddressMap, AddressRange};
 use ports::{PortMap, PortRange};
@@ -34,6 +38,8 @@ pub(crate) struct GroupFirst {
     pub(crate) by_group: rustc_hash::FxHashMap<u32, u32>,
     /// The first slot that any pod satisfies (a peer of every pod in every namespace).
     pub(crate) all_pods: u32,
+    /// The first slot that an address of no pod satisfies (Calico's `notSelector` alone).
+    pub(crate) external: u32,
 }
 
 impl Default for GroupFirst {
@@ -41,6 +47,7 @@ impl Default for GroupFirst {
         GroupFirst {
             by_group: rustc_hash::FxHashMap::default(),
             all_pods: NONE,
+            external: NONE,
         }
     }
 }
@@ -49,8 +56,7 @@ impl GroupFirst {
     #[inline]
     fn first(&self, group: Option<u32>) -> u32 {
         match group {
-            // Pod conditions never match an address that is not a pod.
-            None => NONE,
+            None => self.external,
             Some(g) => self
                 .by_group
                 .get(&g)
@@ -113,26 +119,44 @@ impl PortClass {
     }
 }
 
+/// A port condition of a [`MixedSlot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortTest {
+    Range(PortRange),
+    /// Every port of every protocol but this one (Calico `notProtocol`).
+    AllBut(Protocol),
+}
+
+impl PortTest {
+    fn matches(self, protocol: Protocol, port: u16) -> bool {
+        match self {
+            PortTest::Range(r) => r.protocol == protocol && (r.start..=r.end).contains(&port),
+            PortTest::AllBut(p) => p != protocol,
+        }
+    }
+}
+
 /// A slot that constrains the peer's pod *and* its address (an egress named port towards an
-/// ipBlock). Rare enough to be checked one by one.
+/// ipBlock; a Calico rule with both selectors and nets). Rare enough to be checked one by one.
 #[derive(Debug)]
 pub(crate) struct MixedSlot {
     pub(crate) slot: u32,
     /// Sorted groups that satisfy the pod condition.
     pub(crate) groups: Box<[u32]>,
+    /// Whether addresses of no pod satisfy the pod condition.
+    pub(crate) external: bool,
     pub(crate) ranges: Box<[AddressRange]>,
-    pub(crate) ports: Option<Box<[PortRange]>>,
+    pub(crate) ports: Option<Box<[PortTest]>>,
 }
 
 impl MixedSlot {
     fn matches(&self, group: Option<u32>, peer: IpAddr, protocol: Protocol, port: u16) -> bool {
-        group.is_some_and(|g| self.groups.binary_search(&g).is_ok())
+        group.map_or(self.external, |g| self.groups.binary_search(&g).is_ok())
             && self.ranges.iter().any(|r| r.contains(peer))
-            && self.ports.as_ref().is_none_or(|ports| {
-                ports
-                    .iter()
-                    .any(|p| p.protocol == protocol && (p.start..=p.end).contains(&port))
-            })
+            && self
+                .ports
+                .as_ref()
+                .is_none_or(|ports| ports.iter().any(|p| p.matches(protocol, port)))
     }
 }
 
@@ -143,10 +167,8 @@ impl MixedSlot {
 /// lookup is a port search, a hash lookup and an address search, whatever the number of rules.
 #[derive(Debug)]
 pub struct Table {
-    /// The policies selecting these endpoints for the direction, in evaluation order.
-    pub(crate) policies: Vec<u32>,
-    /// Slot → the rule it came from.
-    pub(crate) slots: Vec<RuleRef>,
+    /// Slot → the rule it came from and what that rule does.
+    pub(crate) slots: Vec<(RuleRef, Action)>,
     /// Per (protocol, port) class, the first slot for each kind of peer condition. Unless
     /// `unported` is set, the slots without a port condition are folded into every class.
     pub(crate) ports: (PortMap, Vec<PortClass>),
@@ -186,8 +208,7 @@ impl Table {
 
     fn heap_bytes(&self) -> usize {
         let (map, classes) = &self.ports;
-        self.policies.len() * 4
-            + self.slots.len() * std::mem::size_of::<RuleRef>()
+        self.slots.len() * std::mem::size_of::<(RuleRef, Action)>()
             + map.heap_bytes()
             + classes.iter().map(PortClass::heap_bytes).sum::<usize>()
             + self.unported.as_ref().map_or(0, PortClass::heap_bytes)
@@ -195,6 +216,39 @@ impl Table {
                 .mixed
                 .iter()
                 .map(|m| 48 + m.groups.len() * 4 + m.ranges.len() * 40)
+                .sum::<usize>()
+    }
+}
+
+/// The tables of one tier for one endpoint class and direction.
+#[derive(Debug)]
+pub(crate) struct TierTables {
+    /// Index into [`Cluster::tiers`].
+    pub(crate) tier: u32,
+    pub(crate) default_action: TierDefault,
+    /// Allow, Deny and Pass rules.
+    pub(crate) rules: Table,
+    /// Log rules, numbered like `rules`.
+    pub(crate) log: Option<Table>,
+}
+
+/// Everything that decides for one endpoint class in one direction: a table per tier.
+#[derive(Debug)]
+pub struct Chain {
+    /// The policies selecting these endpoints for the direction, in evaluation order.
+    pub(crate) policies: Vec<u32>,
+    pub(crate) tiers: Vec<TierTables>,
+    /// Whether any table looks at the peer's pod group.
+    pub(crate) needs_group: bool,
+}
+
+impl Chain {
+    fn heap_bytes(&self) -> usize {
+        self.policies.len() * 4
+            + self
+                .tiers
+                .iter()
+                .map(|t| t.rules.heap_bytes() + t.log.as_ref().map_or(0, Table::heap_bytes))
                 .sum::<usize>()
     }
 }
@@ -217,9 +271,9 @@ pub struct Classifier {
     /// an `IpAddr`).
     pub(crate) group_by_v4: rustc_hash::FxHashMap<u32, u32>,
     pub(crate) group_by_v6: rustc_hash::FxHashMap<u128, u32>,
-    /// Pod → table per direction (`NO_TABLE`: not isolated).
-    pub(crate) tables_of_pod: Vec<[u32; 2]>,
-    pub(crate) tables: Vec<Table>,
+    /// Pod → chain per direction (`NO_TABLE`: no policy applies).
+    pub(crate) chains_of_pod: Vec<[u32; 2]>,
+    pub(crate) chains: Vec<Chain>,
     pub(crate) pod_groups: usize,
     pub(crate) selector_terms: usize,
 }
@@ -241,20 +295,71 @@ impl Classifier {
         protocol: Protocol,
         port: u16,
     ) -> Decision {
-        let table = self.tables_of_pod[pod as usize][direction.index()];
-        if table == NO_TABLE {
+        let chain = self.chains_of_pod[pod as usize][direction.index()];
+        if chain == NO_TABLE {
             return Decision::NotIsolated;
         }
-        let table = &self.tables[table as usize];
-        let group = if table.needs_group {
+        let chain = &self.chains[chain as usize];
+        let group = if chain.needs_group {
             self.group_of(peer)
         } else {
             None
         };
-        match table.first_match(group, peer, protocol, port) {
-            Some(slot) => Decision::Allowed(table.slots[slot as usize]),
-            None => Decision::Denied,
+        let mut passed_by = None;
+        for tier in &chain.tiers {
+            match tier.rules.first_match(group, peer, protocol, port) {
+                Some(slot) => match tier.rules.slots[slot as usize] {
+                    (rule, Action::Allow) => return Decision::Allowed(rule),
+                    (rule, Action::Deny) => return Decision::DeniedBy(rule),
+                    (rule, _) => passed_by = Some(rule),
+                },
+                None => match tier.default_action {
+                    TierDefault::Deny => return Decision::Denied { tier: tier.tier },
+                    TierDefault::Pass => passed_by = None,
+                },
+            }
         }
+        Decision::Passed(passed_by)
+    }
+
+    /// The first Log rule that traffic meets before the rule or tier that decides it (see
+    /// [`Classifier::decide`] for the arguments). A separate question from `decide` because it
+    /// is asked once per new connection, and only there.
+    pub fn logged(
+        &self,
+        pod: PodId,
+        direction: Direction,
+        peer: IpAddr,
+        protocol: Protocol,
+        port: u16,
+    ) -> Option<RuleRef> {
+        let chain = self.chains_of_pod[pod as usize][direction.index()];
+        if chain == NO_TABLE {
+            return None;
+        }
+        let chain = &self.chains[chain as usize];
+        let group = if chain.needs_group {
+            self.group_of(peer)
+        } else {
+            None
+        };
+        for tier in &chain.tiers {
+            let decided = tier.rules.first_match(group, peer, protocol, port);
+            if let Some(log) = &tier.log {
+                if let Some(slot) = log.first_match(group, peer, protocol, port) {
+                    if decided.is_none_or(|d| slot < d) {
+                        return Some(log.slots[slot as usize].0);
+                    }
+                }
+            }
+            match decided {
+                Some(slot) if tier.rules.slots[slot as usize].1 == Action::Pass => {}
+                Some(_) => return None,
+                None if tier.default_action == TierDefault::Pass => {}
+                None => return None,
+            }
+        }
+        None
     }
 
     #[inline]
@@ -267,9 +372,9 @@ impl Classifier {
 
     /// Whether `pod` is isolated in `direction` and, if so, by which policies.
     pub fn selecting_policies(&self, pod: PodId, direction: Direction) -> &[u32] {
-        match self.tables_of_pod[pod as usize][direction.index()] {
+        match self.chains_of_pod[pod as usize][direction.index()] {
             NO_TABLE => &[],
-            t => &self.tables[t as usize].policies,
+            c => &self.chains[c as usize].policies,
         }
     }
 
@@ -297,8 +402,13 @@ impl Classifier {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            tables: self.tables.len(),
-            slots: self.tables.iter().map(|t| t.slots.len()).sum(),
+            tables: self.chains.iter().map(|c| c.tiers.len()).sum(),
+            slots: self
+                .chains
+                .iter()
+                .flat_map(|c| &c.tiers)
+                .map(|t| t.rules.slots.len())
+                .sum(),
             pod_groups: self.pod_groups,
             selector_terms: self.selector_terms,
             heap_bytes: self.heap_bytes(),
@@ -309,8 +419,8 @@ impl Classifier {
     pub fn heap_bytes(&self) -> usize {
         self.group_by_v4.capacity() * 9
             + self.group_by_v6.capacity() * 21
-            + self.tables_of_pod.len() * 8
-            + self.tables.iter().map(Table::heap_bytes).sum::<usize>()
+            + self.chains_of_pod.len() * 8
+            + self.chains.iter().map(Chain::heap_bytes).sum::<usize>()
     }
 }
 
