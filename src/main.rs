@@ -5,6 +5,8 @@ mod commands;
 mod input;
 mod report;
 
+use policy::probe::Probe;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -91,6 +93,7 @@ enum Command {
     /// Example:
     ///   podwall explain -f cluster.yaml -f policies.yaml --from x/a --to y/b --port 80
     ///   podwall explain -f all.yaml --from 172.17.0.5 --to default/db --protocol TCP --port 5432
+    ///   podwall explain -f all.yaml --from x/a --to y/b --protocol ICMP --icmp-type 8
     #[command(verbatim_doc_comment)]
     Explain {
         #[arg(short = 'f', long = "filename", required = true)]
@@ -101,12 +104,18 @@ enum Command {
         /// Destination: `namespace/pod` or an IP address.
         #[arg(long)]
         to: String,
-        /// TCP, UDP or SCTP.
+        /// TCP, UDP, SCTP, UDPLite, ICMP, ICMPv6 or a protocol number.
         #[arg(long, default_value = "TCP")]
         protocol: String,
-        /// Destination port.
+        /// Destination port (TCP, UDP, SCTP, UDPLite).
         #[arg(long)]
-        port: u16,
+        port: Option<u16>,
+        /// ICMP or ICMPv6 type (default: echo request).
+        #[arg(long)]
+        icmp_type: Option<u8>,
+        /// ICMP or ICMPv6 code (default 0).
+        #[arg(long)]
+        icmp_code: Option<u8>,
         /// Address family to use for dual-stack pods (default: IPv4 where both have it).
         #[arg(long, value_enum)]
         ip_family: Option<Family>,
@@ -126,7 +135,7 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long)]
         port: Option<u16>,
-        /// TCP, UDP or SCTP (with --port; default TCP).
+        /// TCP, UDP, SCTP, UDPLite, ICMP, ICMPv6 or a number (default TCP with --port).
         #[arg(long)]
         protocol: Option<String>,
         #[arg(long, value_enum)]
@@ -210,7 +219,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PODWALL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,podwall::policy_log=info".into()),
         )
         .init();
     let result = match Cli::parse().command {
@@ -221,15 +230,22 @@ fn main() -> ExitCode {
             to,
             protocol,
             port,
+            icmp_type,
+            icmp_code,
             ip_family,
             output,
         } => commands::explain::run(
             &files,
-            &from,
-            &to,
-            &protocol,
-            port,
-            ip_family.map(Into::into),
+            Probe {
+                from,
+                to,
+                protocol,
+                port: port.unwrap_or(0),
+                icmp_type,
+                icmp_code,
+                allowed: true,
+                ip_family: ip_family.map(Into::into),
+            },
             output,
         ),
         Command::Matrix {

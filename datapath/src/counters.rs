@@ -19,6 +19,8 @@ pub struct AttachmentCounters {
     pub malformed: [AtomicU64; DropReason::ALL.len()],
     /// ICMP errors about no known connection.
     pub icmp_unrelated: AtomicU64,
+    /// New connections that met a Calico Log rule (each also logged as a line).
+    pub logged: AtomicU64,
 }
 
 /// A plain snapshot of [`AttachmentCounters`].
@@ -31,6 +33,7 @@ pub struct Snapshot {
     pub forwarded: u64,
     pub dropped: u64,
     pub icmp_unrelated: u64,
+    pub logged: u64,
     /// Non-zero parse-drop counts by reason.
     pub malformed: Vec<(&'static str, u64)>,
 }
@@ -53,6 +56,7 @@ impl Snapshot {
             forwarded: self.forwarded - before.forwarded,
             dropped: self.dropped - before.dropped,
             icmp_unrelated: self.icmp_unrelated - before.icmp_unrelated,
+            logged: self.logged - before.logged,
             malformed: self
                 .malformed
                 .iter()
@@ -79,6 +83,7 @@ impl AttachmentCounters {
             forwarded: self.forwarded.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             icmp_unrelated: self.icmp_unrelated.load(Relaxed),
+            logged: self.logged.load(Relaxed),
             malformed: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), self.malformed[r.index()].load(Relaxed)))

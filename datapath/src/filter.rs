@@ -138,22 +138,69 @@ impl Filter {
         }
     }
 
-    /// The policy verdict for a new connection of `packet` at `attachment`.
-    fn decide(&self, attachment: u32, direction: Direction, packet: &Packet) -> Decision {
-        let Some(pod) = self.pod_ids[attachment as usize] else {
-            // A pod the manifests do not know is selected by no policy.
-            return Decision::NotIsolated;
-        };
+    /// The pod of `attachment` and the peer of `packet` travelling `direction`, when policy
+    /// applies: not for a pod the manifests do not know (no policy selects it), nor for a pod
+    /// reaching itself by any of its addresses.
+    fn policy_party(
+        &self,
+        attachment: u32,
+        direction: Direction,
+        packet: &Packet,
+    ) -> Option<(PodId, IpAddr)> {
+        let pod = self.pod_ids[attachment as usize]?;
         let (local, peer) = match direction {
             Direction::Egress => (packet.src, packet.dst),
             Direction::Ingress => (packet.dst, packet.src),
         };
-        let classifier = &self.current.classifier;
-        // A pod can always reach itself, whichever of its addresses it uses.
-        if local == peer || self.local_addresses.get(&peer) == Some(&attachment) {
-            return Decision::NotIsolated;
+        (local != peer && self.local_addresses.get(&peer) != Some(&attachment))
+            .then_some((pod, peer))
+    }
+
+    /// The policy verdict for a new connection of `packet` at `attachment`.
+    fn decide(&self, attachment: u32, direction: Direction, packet: &Packet) -> Decision {
+        match self.policy_party(attachment, direction, packet) {
+            None => Decision::NotIsolated,
+            Some((pod, peer)) => self.current.classifier.decide(
+                pod,
+                direction,
+                peer,
+                packet.protocol,
+                packet.classifier_port(),
+            ),
         }
-        classifier.decide(pod, direction, peer, packet.protocol, packet.dst_port)
+    }
+
+    /// Writes the log line of a new connection that meets a Calico Log rule on its way to a
+    /// verdict, and counts it.
+    fn log_if_asked(
+        &self,
+        attachment: u32,
+        direction: Direction,
+        packet: &Packet,
+        decided: Decision,
+    ) {
+        let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
+            return;
+        };
+        let classifier = &self.current.classifier;
+        let port = packet.classifier_port();
+        let Some(rule) = classifier.logged(pod, direction, peer, packet.protocol, port) else {
+            return;
+        };
+        bump(&self.counters[attachment as usize].logged);
+        let cluster = classifier.cluster();
+        tracing::info!(
+            target: "podwall::policy_log",
+            pod = %cluster.inventory.pod(pod).key(),
+            direction = %direction,
+            policy = %cluster.policies[rule.policy as usize].key(),
+            rule = %format_args!("spec.{}[{}]", rule.direction.field(), rule.rule),
+            src = %packet.src,
+            dst = %packet.dst,
+            packet = %policy::probe::packet_label(packet.protocol, port),
+            allowed = decided.allows(),
+            "Log rule hit by a new connection"
+        );
     }
 
     fn judge_packet(
@@ -191,7 +238,11 @@ impl Filter {
         let flags = packet.tcp_flags;
         let decided = match self.flows.lookup(&key, flags, bytes, self.now, generation) {
             Lookup::Hit { verdict, .. } => return forward_if(verdict.allows()),
-            Lookup::Miss => self.decide(attachment, direction, packet),
+            Lookup::Miss => {
+                let decided = self.decide(attachment, direction, packet);
+                self.log_if_asked(attachment, direction, packet, decided);
+                decided
+            }
             // A known connection decided under an older policy: decide it again as its
             // initiator opened it.
             Lookup::Stale {
@@ -205,6 +256,10 @@ impl Filter {
                     dst: packet.src,
                     src_port: packet.dst_port,
                     dst_port: packet.src_port,
+                    icmp: match packet.icmp {
+                        Some(Icmp::EchoReply { id, code }) => Some(Icmp::EchoRequest { id, code }),
+                        other => other,
+                    },
                     ..*packet
                 };
                 self.decide(attachment, opposite(direction), &original)
@@ -217,10 +272,7 @@ impl Filter {
         } else {
             bump(&counters.denied[d]);
         }
-        let tag = match decided {
-            Decision::Allowed(rule) => rule.policy + 1,
-            _ => 0,
-        };
+        let tag = decided.rule().map_or(0, |rule| rule.policy + 1);
         let verdict = if allowed {
             FlowVerdict::Allow { tag }
         } else {
@@ -295,7 +347,7 @@ fn opposite(direction: Direction) -> Direction {
 
 fn flow_key(attachment: u32, packet: &Packet) -> FlowKey {
     match packet.icmp {
-        Some(Icmp::EchoRequest { id } | Icmp::EchoReply { id }) => {
+        Some(Icmp::EchoRequest { id, .. } | Icmp::EchoReply { id, .. }) => {
             FlowKey::icmp_echo(attachment, packet.protocol, packet.src, packet.dst, id)
         }
         _ => FlowKey::new(
@@ -468,6 +520,65 @@ spec:
     fn judge(filter: &mut Filter, side: Side, mut frame: Vec<u8>) -> Verdict {
         filter.tick(0);
         filter.judge(WEB, side, Framing::Ethernet, &mut frame)
+    }
+
+    /// Calico: ping from anywhere allowed, TCP logged, then denied from outside and allowed
+    /// from the client.
+    const WEB_CALICO: &str = "
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  selector: app == 'web'
+  ingress:
+  - {action: Allow, protocol: ICMP, icmp: {type: 8}}
+  - {action: Log, protocol: TCP}
+  - {action: Deny, protocol: TCP, source: {notSelector: has(app)}}
+  - {action: Allow, protocol: TCP, source: {selector: app == 'client'}}
+";
+
+    fn ping(src: [u8; 4], dst: [u8; 4], reply: bool) -> Vec<u8> {
+        let kind = if reply {
+            etherparse::Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id: 7, seq: 1 })
+        } else {
+            etherparse::Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 7, seq: 1 })
+        };
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .icmpv4(kind)
+            .write(&mut frame, b"ping")
+            .unwrap();
+        frame
+    }
+
+    #[test]
+    fn calico_rules_deny_log_and_match_icmp_types() {
+        let (mut f, _) = filter(WEB_CALICO, ExistingConnections::Strict);
+        // An echo request matches `icmp: {type: 8}`; an unsolicited echo reply (type 0) does not.
+        assert_eq!(
+            judge(&mut f, Side::Node, ping(OUTSIDE_IP, WEB_IP, false)),
+            Verdict::Forward
+        );
+        assert_eq!(
+            judge(&mut f, Side::Pod, ping(WEB_IP, OUTSIDE_IP, true)),
+            Verdict::Forward
+        );
+        assert_eq!(
+            judge(&mut f, Side::Node, ping(CLIENT_IP, WEB_IP, true)),
+            Verdict::Drop
+        );
+        // TCP from outside: logged, then denied by the Deny rule; from the client: logged, allowed.
+        let from_outside = tcp(OUTSIDE_IP, WEB_IP, 4000, 80, true, false);
+        assert_eq!(judge(&mut f, Side::Node, from_outside), Verdict::Drop);
+        let from_client = tcp(CLIENT_IP, WEB_IP, 4001, 80, true, false);
+        assert_eq!(judge(&mut f, Side::Node, from_client), Verdict::Forward);
+        // The next segment of an allowed connection is not a new connection: no second log.
+        let again = tcp(CLIENT_IP, WEB_IP, 4001, 80, false, true);
+        assert_eq!(judge(&mut f, Side::Node, again), Verdict::Forward);
+        let counters = f.counters[0].snapshot();
+        assert_eq!(counters.logged, 2);
+        assert_eq!((counters.allowed_ingress, counters.denied_ingress), (2, 2));
     }
 
     #[test]

@@ -60,6 +60,24 @@ pub struct Packet {
     pub l4_len: u16,
 }
 
+impl Packet {
+    /// What the classifier matches ports against: the destination port, or for ICMP and ICMPv6
+    /// the type and code ([`policy::calico::rule::icmp_port`]), never the echo identifier.
+    pub fn classifier_port(&self) -> u16 {
+        let v4 = self.src.is_ipv4();
+        let port = policy::calico::rule::icmp_port;
+        match self.icmp {
+            None => self.dst_port,
+            Some(Icmp::EchoRequest { code, .. }) => port(if v4 { 8 } else { 128 }, code),
+            Some(Icmp::EchoReply { code, .. }) => port(if v4 { 0 } else { 129 }, code),
+            Some(Icmp::Error {
+                kind_type, code, ..
+            })
+            | Some(Icmp::Other { kind_type, code }) => port(kind_type, code),
+        }
+    }
+}
+
 /// TCP header flags the flow table tracks (SYN, ACK, FIN, RST); the others are masked off so
 /// that comparisons do not depend on PSH, URG or ECN bits.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -147,9 +165,11 @@ impl fmt::Debug for TcpFlags {
 pub enum Icmp {
     EchoRequest {
         id: u16,
+        code: u8,
     },
     EchoReply {
         id: u16,
+        code: u8,
     },
     /// Destination unreachable, source quench, redirect, time exceeded, parameter problem
     /// (ICMPv4 3, 4, 5, 11, 12); destination unreachable, packet too big, time exceeded,
@@ -668,7 +688,7 @@ fn transport(network: &Network<'_>, family: Family) -> Result<Transport, DropRea
             };
             let id = u16::from_be_bytes([id0, id1]);
             let icmp = icmp(family, kind_type, code, id, body)?;
-            if let Icmp::EchoRequest { id } | Icmp::EchoReply { id } = icmp {
+            if let Icmp::EchoRequest { id, .. } | Icmp::EchoReply { id, .. } = icmp {
                 parsed.src_port = id;
                 parsed.dst_port = id;
             }
@@ -682,13 +702,13 @@ fn transport(network: &Network<'_>, family: Family) -> Result<Transport, DropRea
 fn icmp(family: Family, kind_type: u8, code: u8, id: u16, body: &[u8]) -> Result<Icmp, DropReason> {
     let is_error = match family {
         Family::V4 => match kind_type {
-            number::ICMPV4_ECHO_REQUEST => return Ok(Icmp::EchoRequest { id }),
-            number::ICMPV4_ECHO_REPLY => return Ok(Icmp::EchoReply { id }),
+            number::ICMPV4_ECHO_REQUEST => return Ok(Icmp::EchoRequest { id, code }),
+            number::ICMPV4_ECHO_REPLY => return Ok(Icmp::EchoReply { id, code }),
             _ => matches!(kind_type, 3 | 4 | 5 | 11 | 12),
         },
         Family::V6 => match kind_type {
-            number::ICMPV6_ECHO_REQUEST => return Ok(Icmp::EchoRequest { id }),
-            number::ICMPV6_ECHO_REPLY => return Ok(Icmp::EchoReply { id }),
+            number::ICMPV6_ECHO_REQUEST => return Ok(Icmp::EchoRequest { id, code }),
+            number::ICMPV6_ECHO_REPLY => return Ok(Icmp::EchoReply { id, code }),
             _ => matches!(kind_type, 1..=4),
         },
     };
@@ -1142,12 +1162,26 @@ pub(crate) mod tests {
     fn icmp_echo_carries_its_identifier_in_both_ports() {
         let request = packet(&echo_request_v4(b"ping"));
         assert_eq!(request.protocol, Protocol::ICMP);
-        assert_eq!(request.icmp, Some(Icmp::EchoRequest { id: 0x4242 }));
+        assert_eq!(
+            request.icmp,
+            Some(Icmp::EchoRequest {
+                id: 0x4242,
+                code: 0
+            })
+        );
+        assert_eq!(request.classifier_port(), 8 << 8);
         assert_eq!((request.src_port, request.dst_port), (0x4242, 0x4242));
 
         let reply = packet(&echo_reply_v6(b"pong"));
         assert_eq!(reply.protocol, Protocol::ICMPV6);
-        assert_eq!(reply.icmp, Some(Icmp::EchoReply { id: 0x4242 }));
+        assert_eq!(
+            reply.icmp,
+            Some(Icmp::EchoReply {
+                id: 0x4242,
+                code: 0
+            })
+        );
+        assert_eq!(reply.classifier_port(), 129 << 8);
         assert_eq!((reply.src_port, reply.dst_port), (0x4242, 0x4242));
     }
 

@@ -99,7 +99,10 @@ pub struct Explanation {
     pub from_address: String,
     pub to_address: String,
     pub protocol: String,
+    /// The destination port; for ICMP the type and code as `type << 8 | code`.
     pub port: u16,
+    /// `TCP/80`, `ICMP type 8 code 0`.
+    pub packet: String,
     pub allowed: bool,
     pub same_pod: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,6 +225,7 @@ pub fn explain(
         from_address: connection.from.address().to_string(),
         to_address: connection.to.address().to_string(),
         protocol: connection.protocol.to_string(),
+        packet: crate::probe::packet_label(connection.protocol, connection.port),
         port: connection.port,
         allowed: decision.allowed(),
         same_pod: decision.same_pod,
@@ -300,13 +304,12 @@ impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} ({}) -> {} ({}) {}/{}: {}",
+            "{} ({}) -> {} ({}) {}: {}",
             self.from,
             self.from_address,
             self.to,
             self.to_address,
-            self.protocol,
-            self.port,
+            self.packet,
             verdict(self.allowed)
         )?;
         if self.same_pod {

@@ -29,6 +29,24 @@ impl Protocol {
         }
     }
 
+    /// A protocol by Calico's names (`TCP`, `UDP`, `SCTP`, `UDPLite`, `ICMP`, `ICMPv6`, each also
+    /// in lower case) or by number (1–255).
+    pub fn parse(name: &str) -> Option<Protocol> {
+        match name {
+            "TCP" | "tcp" => Some(Protocol::TCP),
+            "UDP" | "udp" => Some(Protocol::UDP),
+            "SCTP" | "sctp" => Some(Protocol::SCTP),
+            "UDPLite" | "udplite" => Some(Protocol::UDPLITE),
+            "ICMP" | "icmp" => Some(Protocol::ICMP),
+            "ICMPv6" | "icmpv6" => Some(Protocol::ICMPV6),
+            number => number.parse::<u8>().ok().filter(|&n| n >= 1).map(Protocol),
+        }
+    }
+
+    pub fn is_icmp(self) -> bool {
+        matches!(self, Protocol::ICMP | Protocol::ICMPV6)
+    }
+
     /// Whether the protocol has ports at all (port rules never match ICMP and the like).
     pub fn has_ports(self) -> bool {
         matches!(self, Protocol::TCP | Protocol::UDP | Protocol::SCTP)

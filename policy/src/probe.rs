@@ -2,15 +2,19 @@
 //! `namespace/pod` or IP endpoints to addresses of the right family, and runs probes against a
 //! classifier.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::calico::rule::{icmp_port, CalicoPort};
 use crate::classifier::Classifier;
 use crate::decision::{ConnectionDecision, Party};
 use crate::error::{Error, Location, Problem};
 use crate::inventory::{Inventory, Protocol};
+use crate::load::Cluster;
+use crate::netpol::PortSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum IpFamily {
@@ -36,7 +40,15 @@ pub struct Probe {
     pub to: String,
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// Destination port: required for TCP, UDP, SCTP and UDPLite, absent for other protocols.
+    #[serde(default)]
     pub port: u16,
+    /// ICMP or ICMPv6 type (default: echo request, 8 or 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    /// ICMP or ICMPv6 code (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
     pub allowed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_family: Option<IpFamily>,
@@ -44,6 +56,64 @@ pub struct Probe {
 
 fn default_protocol() -> String {
     "TCP".into()
+}
+
+impl Probe {
+    /// The probe's protocol and the number its packets present to the classifier: the
+    /// destination port, or for ICMP the type and code (see
+    /// [`crate::calico::rule::icmp_port`]). An error names the field at fault.
+    pub fn packet_port(&self) -> Result<(Protocol, u16), (&'static str, Problem)> {
+        let protocol = Protocol::parse(&self.protocol).ok_or_else(|| {
+            (
+                "protocol",
+                Problem::Unsupported {
+                    value: self.protocol.clone(),
+                    supported: "\"TCP\", \"UDP\", \"SCTP\", \"UDPLite\", \"ICMP\", \"ICMPv6\", or a number from 1 to 255",
+                },
+            )
+        })?;
+        let has_icmp = self.icmp_type.is_some() || self.icmp_code.is_some();
+        if protocol.is_icmp() {
+            if self.port != 0 {
+                return Err((
+                    "port",
+                    Problem::Invalid {
+                        value: self.port.to_string(),
+                        reason: format!("{protocol} has no ports; give icmpType and icmpCode"),
+                    },
+                ));
+            }
+            let echo = if protocol == Protocol::ICMP { 8 } else { 128 };
+            return Ok((
+                protocol,
+                crate::calico::rule::icmp_port(
+                    self.icmp_type.unwrap_or(echo),
+                    self.icmp_code.unwrap_or(0),
+                ),
+            ));
+        }
+        if has_icmp {
+            return Err((
+                "icmpType",
+                Problem::Invalid {
+                    value: self.protocol.clone(),
+                    reason: "icmpType and icmpCode need protocol ICMP or ICMPv6".into(),
+                },
+            ));
+        }
+        let has_ports = protocol.has_ports() || protocol == Protocol::UDPLITE;
+        match (has_ports, self.port) {
+            (true, 0) => Err(("port", Problem::Required)),
+            (false, port) if port != 0 => Err((
+                "port",
+                Problem::Invalid {
+                    value: port.to_string(),
+                    reason: format!("{protocol} has no ports"),
+                },
+            )),
+            (_, port) => Ok((protocol, port)),
+        }
+    }
 }
 
 /// Parses a PROBES.yaml list; errors name the file and the probe (`[3].port`).
@@ -68,15 +138,10 @@ pub fn parse_probes(file: &str, text: &str) -> Result<Vec<Probe>, Vec<Error>> {
     let errors: Vec<Error> = probes
         .iter()
         .enumerate()
-        .filter(|(_, p)| Protocol::from_kubernetes(&p.protocol).is_none())
-        .map(|(i, p)| {
-            Error::new(
-                at.at(format!("[{i}].protocol")),
-                Problem::Unsupported {
-                    value: p.protocol.clone(),
-                    supported: "\"SCTP\", \"TCP\", \"UDP\"",
-                },
-            )
+        .filter_map(|(i, p)| {
+            p.packet_port()
+                .err()
+                .map(|(field, problem)| Error::new(at.at(format!("[{i}].{field}")), problem))
         })
         .collect();
     if errors.is_empty() {
@@ -184,13 +249,14 @@ impl ProbeOutcome {
 /// Resolves a probe against the inventory.
 pub fn connection_of(inventory: &Inventory, probe: &Probe) -> Result<Connection, String> {
     let (from, to) = resolve(inventory, &probe.from, &probe.to, probe.ip_family)?;
-    let protocol = Protocol::from_kubernetes(&probe.protocol)
-        .ok_or_else(|| format!("unknown protocol {:?}", probe.protocol))?;
+    let (protocol, port) = probe
+        .packet_port()
+        .map_err(|(field, problem)| format!("{field}: {problem}"))?;
     Ok(Connection {
         from,
         to,
         protocol,
-        port: probe.port,
+        port,
     })
 }
 
@@ -223,4 +289,69 @@ pub fn run(
     } else {
         Err(errors)
     }
+}
+
+/// How a person reads a (protocol, number) pair: `TCP/80`, `ICMP type 8 code 0`, `protocol 47`.
+pub fn packet_label(protocol: Protocol, port: u16) -> String {
+    if protocol.is_icmp() {
+        format!("{protocol} type {} code {}", port >> 8, port & 0xff)
+    } else if protocol.has_ports() || protocol == Protocol::UDPLITE {
+        format!("{protocol}/{port}")
+    } else {
+        protocol.to_string()
+    }
+}
+
+/// Every (protocol, port) a policy names: numeric ports and both ends of ranges, the numbers
+/// named ports stand for on the pods, and for ICMP rules the type and code (see
+/// [`icmp_port`]). What `matrix` and `lab` probe when not told what to probe.
+pub fn ports_named_by_policies(cluster: &Cluster) -> BTreeSet<(Protocol, u16)> {
+    let mut ports = BTreeSet::new();
+    let named = |ports: &mut BTreeSet<(Protocol, u16)>, name: &str, protocol: Protocol| {
+        for pod in &cluster.inventory.pods {
+            if let Some(n) = pod.resolve_named_port(name, protocol) {
+                ports.insert((protocol, n));
+            }
+        }
+    };
+    for rule in cluster
+        .policies
+        .iter()
+        .flat_map(|p| p.ingress.iter().chain(&p.egress))
+    {
+        for port in &rule.ports {
+            match &port.port {
+                PortSpec::Any => {}
+                PortSpec::Range { start, end } => {
+                    ports.insert((port.protocol, *start));
+                    ports.insert((port.protocol, *end));
+                }
+                PortSpec::Named(name) => named(&mut ports, name, port.protocol),
+            }
+        }
+        let Some(calico) = &rule.calico else {
+            continue;
+        };
+        let Some(protocol) = calico.protocol else {
+            continue;
+        };
+        if let Some(icmp) = calico.icmp {
+            ports.insert((protocol, icmp_port(icmp.icmp_type, icmp.code.unwrap_or(0))));
+        }
+        for port in calico
+            .destination
+            .ports
+            .iter()
+            .chain(&calico.destination.not_ports)
+        {
+            match port {
+                CalicoPort::Range(start, end) => {
+                    ports.insert((protocol, *start));
+                    ports.insert((protocol, *end));
+                }
+                CalicoPort::Named(name) => named(&mut ports, name, protocol),
+            }
+        }
+    }
+    ports
 }

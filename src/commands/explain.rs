@@ -2,30 +2,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
-use policy::probe::{self, IpFamily, Probe};
+use policy::probe::{self, Probe};
 
 use crate::cluster::load_and_compile;
 use crate::Output;
 
-pub fn run(
-    files: &[PathBuf],
-    from: &str,
-    to: &str,
-    protocol: &str,
-    port: u16,
-    family: Option<IpFamily>,
-    output: Output,
-) -> Result<ExitCode> {
+/// Explains the connection `request` describes (its `allowed` is not used).
+pub fn run(files: &[PathBuf], request: Probe, output: Output) -> Result<ExitCode> {
+    request
+        .packet_port()
+        .map_err(|(field, problem)| anyhow!("--{}: {problem}", cli_flag(field)))?;
     let compiled = load_and_compile(files)?;
     let classifier = &compiled.classifier;
-    let request = Probe {
-        from: from.to_string(),
-        to: to.to_string(),
-        protocol: protocol.to_string(),
-        port,
-        allowed: true,
-        ip_family: family,
-    };
     let connection =
         probe::connection_of(&classifier.cluster().inventory, &request).map_err(|e| anyhow!(e))?;
     let decision = classifier.connection(
@@ -40,4 +28,13 @@ pub fn run(
         Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command-line flag of a probe field.
+fn cli_flag(field: &str) -> &'static str {
+    match field {
+        "protocol" => "protocol",
+        "port" => "port",
+        _ => "icmp-type",
+    }
 }

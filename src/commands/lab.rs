@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use datapath::node::DatapathKind;
 use harness::lab::{resolve, Lab, LabOptions, LabProbe};
-use policy::netpol::PortSpec;
 use policy::probe::{IpFamily, Probe};
 use policy::{Cluster, Protocol, Published, Source};
 
@@ -30,30 +29,28 @@ const DEMO: [(&str, &str); 2] = [
 ];
 const DEMO_PROBES: &str = include_str!("../../examples/three-tier/probes.yaml");
 
+/// The protocol of a probe the lab can send (TCP, UDP or SCTP).
+fn lab_protocol(probe: &Probe) -> Result<Protocol> {
+    let (protocol, _) = probe.packet_port().map_err(|(field, problem)| {
+        anyhow!("probe {} -> {}: {field}: {problem}", probe.from, probe.to)
+    })?;
+    if !protocol.has_ports() {
+        bail!(
+            "probe {} -> {}: the lab sends TCP, UDP and SCTP probes; {protocol} probes are checked offline with `podwall test`",
+            probe.from,
+            probe.to
+        );
+    }
+    Ok(protocol)
+}
+
 /// Without probes: every ordered pod pair on every (protocol, port) the policies name.
 fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
-    let mut ports: BTreeSet<(Protocol, u16)> = BTreeSet::new();
-    for rule in cluster
-        .policies
-        .iter()
-        .flat_map(|p| p.ingress.iter().chain(&p.egress))
-    {
-        for port in &rule.ports {
-            match &port.port {
-                PortSpec::Any => {}
-                PortSpec::Range { start, .. } => {
-                    ports.insert((port.protocol, *start));
-                }
-                PortSpec::Named(name) => {
-                    for pod in &cluster.inventory.pods {
-                        if let Some(n) = pod.resolve_named_port(name, port.protocol) {
-                            ports.insert((port.protocol, n));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // The lab's probes speak TCP, UDP and SCTP; ICMP rules are checked offline (`podwall test`).
+    let mut ports: BTreeSet<(Protocol, u16)> = policy::probe::ports_named_by_policies(cluster)
+        .into_iter()
+        .filter(|(protocol, _)| protocol.has_ports())
+        .collect();
     if ports.is_empty() {
         ports.insert((Protocol::TCP, 80));
     }
@@ -73,6 +70,8 @@ fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
                     to: to.clone(),
                     protocol: protocol.to_string(),
                     port,
+                    icmp_type: None,
+                    icmp_code: None,
                     allowed: false,
                     ip_family: None,
                 });
@@ -139,8 +138,7 @@ pub fn run(
             Ok(LabProbe {
                 from: p.from.clone(),
                 to: p.to.clone(),
-                protocol: Protocol::from_kubernetes(&p.protocol)
-                    .ok_or_else(|| anyhow!("unknown protocol {:?}", p.protocol))?,
+                protocol: lab_protocol(p)?,
                 port: p.port,
                 family: p.ip_family.or(family),
             })
@@ -213,7 +211,7 @@ pub fn run(
             "{:<22} {:<22} {:<10} {:<8} {:<8} {}{}",
             probe.from,
             probe.to,
-            format!("{}/{}", probe.protocol, probe.port),
+            policy::probe::packet_label(connection.protocol, connection.port),
             verdict(policy_allows),
             verdict(packets),
             if expectations {

@@ -1,11 +1,9 @@
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use policy::decision::Party;
 use policy::inventory::Protocol;
-use policy::netpol::PortSpec;
 use policy::probe::IpFamily;
 use policy::{Classifier, Cluster};
 
@@ -21,10 +19,18 @@ pub fn run(
 ) -> Result<ExitCode> {
     let protocol = protocol
         .map(|p| {
-            Protocol::from_kubernetes(p)
-                .ok_or_else(|| anyhow!("--protocol {p:?}: supported values: TCP, UDP, SCTP"))
+            Protocol::parse(p).ok_or_else(|| {
+                anyhow!("--protocol {p:?}: supported values: TCP, UDP, SCTP, UDPLite, ICMP, ICMPv6, or a number from 1 to 255")
+            })
         })
         .transpose()?;
+    if let (Some(protocol), Some(_)) = (protocol, port) {
+        if protocol.is_icmp() {
+            return Err(anyhow!(
+                "--port: {protocol} has no ports; without --port the matrix covers the ICMP types and codes the policies name"
+            ));
+        }
+    }
     let compiled = load_and_compile(files)?;
     let classifier = &compiled.classifier;
     let cluster = classifier.cluster();
@@ -71,31 +77,9 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every (protocol, port) a policy names: numeric ports, both ends of ranges, and the numbers
-/// named ports stand for on the pods.
+/// Every (protocol, port) a policy names (of protocol `only`, if given).
 fn ports_named_by_policies(cluster: &Cluster, only: Option<Protocol>) -> Vec<(Protocol, u16)> {
-    let mut ports = BTreeSet::new();
-    let rules = cluster
-        .policies
-        .iter()
-        .flat_map(|p| p.ingress.iter().chain(&p.egress));
-    for port in rules.flat_map(|r| &r.ports) {
-        match &port.port {
-            PortSpec::Any => {}
-            PortSpec::Range { start, end } => {
-                ports.insert((port.protocol, *start));
-                ports.insert((port.protocol, *end));
-            }
-            PortSpec::Named(name) => {
-                for pod in &cluster.inventory.pods {
-                    if let Some(n) = pod.resolve_named_port(name, port.protocol) {
-                        ports.insert((port.protocol, n));
-                    }
-                }
-            }
-        }
-    }
-    let mut ports: Vec<_> = ports
+    let mut ports: Vec<_> = policy::probe::ports_named_by_policies(cluster)
         .into_iter()
         .filter(|(p, _)| only.is_none_or(|o| o == *p))
         .collect();
@@ -181,9 +165,8 @@ impl Table {
         let width = names.iter().map(String::len).max().unwrap_or(1).max(1);
         let denied: usize = self.allowed.iter().flatten().filter(|a| !**a).count();
         let mut out = format!(
-            "{}/{} ({family:?}): {} of {} connections denied ('.' allowed, 'X' denied; rows: from, columns: to)\n",
-            self.protocol,
-            self.port,
+            "{} ({family:?}): {} of {} connections denied ('.' allowed, 'X' denied; rows: from, columns: to)\n",
+            policy::probe::packet_label(self.protocol, self.port),
             denied,
             names.len() * names.len()
         );

@@ -35,11 +35,13 @@ pub fn run(files: &[PathBuf], expect: &Path, output: Output) -> Result<ExitCode>
             Output::Text if !outcome.passed() => {
                 let p = &outcome.probe;
                 println!(
-                    "MISMATCH {} -> {} {}/{}: expected {}, policy says {}",
+                    "MISMATCH {} -> {} {}: expected {}, policy says {}",
                     p.from,
                     p.to,
-                    p.protocol,
-                    p.port,
+                    policy::probe::packet_label(
+                        outcome.connection.protocol,
+                        outcome.connection.port
+                    ),
                     allowed_word(p.allowed),
                     allowed_word(outcome.decision.allowed())
                 );

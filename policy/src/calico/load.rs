@@ -447,15 +447,7 @@ fn rule_from(raw: &RawRule, at: &Location, diags: &mut Diagnostics) -> Option<Ru
 fn protocol_from(raw: &IntOrString, at: &Location, diags: &mut Diagnostics) -> Option<Protocol> {
     let protocol = match raw {
         IntOrString::Int(n) => u8::try_from(*n).ok().filter(|&n| n >= 1).map(Protocol),
-        IntOrString::String(name) => match name.as_str() {
-            "TCP" | "tcp" => Some(Protocol::TCP),
-            "UDP" | "udp" => Some(Protocol::UDP),
-            "ICMP" | "icmp" => Some(Protocol::ICMP),
-            "ICMPv6" | "icmpv6" => Some(Protocol::ICMPV6),
-            "SCTP" | "sctp" => Some(Protocol::SCTP),
-            "UDPLite" | "udplite" => Some(Protocol::UDPLITE),
-            _ => None,
-        },
+        IntOrString::String(name) => Protocol::parse(name).filter(|_| name.parse::<u8>().is_err()),
     };
     if protocol.is_none() {
         diags.error(
