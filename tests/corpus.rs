@@ -1,5 +1,6 @@
 //! Runs `podwall test` on every case of the policy corpora under `tests/`: the upstream
-//! Kubernetes e2e NetworkPolicy scenarios and the Kubernetes documentation examples.
+//! Kubernetes e2e NetworkPolicy scenarios, the Kubernetes documentation examples and the Calico
+//! documentation examples.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,4 +99,9 @@ fn upstream_e2e_network_policy_scenarios_pass() {
 #[test]
 fn kubernetes_documentation_examples_pass() {
     assert_all_pass("docs-examples", 8, 50);
+}
+
+#[test]
+fn calico_documentation_examples_pass() {
+    assert_all_pass("calico-examples", 7, 50);
 }

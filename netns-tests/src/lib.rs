@@ -150,6 +150,18 @@ impl Case {
         )
     }
 
+    /// `tests/calico-examples/<case>`: the shared `cluster.yaml`, the case's `policies.yaml`
+    /// and `probes.yaml`.
+    pub fn calico_example(case: &str) -> Case {
+        let base = workspace_root().join("tests/calico-examples");
+        let dir = base.join(case);
+        Case::from_files(
+            &format!("calico-examples/{case}"),
+            &[base.join("cluster.yaml"), dir.join("policies.yaml")],
+            &dir.join("probes.yaml"),
+        )
+    }
+
     /// `examples/three-tier`: frontend, backend, PostgreSQL in its own namespace, CoreDNS.
     pub fn three_tier() -> Case {
         let dir = workspace_root().join("examples/three-tier");

@@ -518,6 +518,13 @@ impl<'a> Compiler<'a> {
             _ => Families::BOTH,
         };
         let peer = spec.peer(direction);
+        let families = families.and(Families {
+            v4: peer.applies_to_family(true),
+            v6: peer.applies_to_family(false),
+        });
+        if families.is_empty() {
+            return Vec::new();
+        }
         let addresses = (!peer.nets.is_empty() || !peer.not_nets.is_empty())
             .then(|| nets_ranges(&peer.nets, &peer.not_nets, families));
         if addresses.as_ref().is_some_and(Vec::is_empty) {

@@ -258,12 +258,8 @@ impl fmt::Display for SideExplanation {
         match &self.reason {
             Reason::NotIsolated => write!(
                 f,
-                " — not isolated for {}: no NetworkPolicy selects it with policyType {}",
-                self.direction,
-                match self.direction {
-                    Direction::Ingress => "Ingress",
-                    Direction::Egress => "Egress",
-                }
+                " — not isolated for {}: no policy selects it for {}",
+                self.direction, self.direction
             ),
             Reason::AllowedByRule { by } | Reason::DeniedByRule { by } => {
                 write!(f, " by {} rule {} ({})", by.policy, by.rule, by.action)

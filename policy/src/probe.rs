@@ -248,10 +248,28 @@ impl ProbeOutcome {
 
 /// Resolves a probe against the inventory.
 pub fn connection_of(inventory: &Inventory, probe: &Probe) -> Result<Connection, String> {
-    let (from, to) = resolve(inventory, &probe.from, &probe.to, probe.ip_family)?;
     let (protocol, port) = probe
         .packet_port()
         .map_err(|(field, problem)| format!("{field}: {problem}"))?;
+    // ICMP belongs to IPv4 and ICMPv6 to IPv6: the protocol picks the family of dual-stack pods.
+    let family = match protocol {
+        Protocol::ICMP => Some(IpFamily::IPv4),
+        Protocol::ICMPV6 => Some(IpFamily::IPv6),
+        _ => probe.ip_family,
+    };
+    if let (Some(wanted), Some(given)) = (family, probe.ip_family) {
+        if wanted != given {
+            return Err(format!("{protocol} is not carried over {given:?}"));
+        }
+    }
+    let (from, to) = resolve(inventory, &probe.from, &probe.to, family)?;
+    if protocol.is_icmp() && from.address().is_ipv4() != (protocol == Protocol::ICMP) {
+        return Err(format!(
+            "{protocol} is not carried between {} and {}",
+            from.address(),
+            to.address()
+        ));
+    }
     Ok(Connection {
         from,
         to,

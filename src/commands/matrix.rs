@@ -39,6 +39,24 @@ pub fn run(
         Some(port) => vec![(protocol.unwrap_or(Protocol::TCP), port)],
         None => ports_named_by_policies(cluster, protocol),
     };
+    // ICMP is carried over IPv4 only, ICMPv6 over IPv6 only.
+    let other_icmp = match family {
+        IpFamily::IPv4 => Protocol::ICMPV6,
+        IpFamily::IPv6 => Protocol::ICMP,
+    };
+    let ports: Vec<(Protocol, u16)> = ports
+        .into_iter()
+        .filter(|(p, _)| *p != other_icmp)
+        .collect();
+    if ports.is_empty() {
+        return Err(anyhow!(
+            "{other_icmp} is not carried over {family:?}: use --ip-family {}",
+            match family {
+                IpFamily::IPv4 => "ipv6",
+                IpFamily::IPv6 => "ipv4",
+            }
+        ));
+    }
     let pods = pods_of_family(cluster, family);
     if pods.is_empty() {
         return Err(anyhow!(

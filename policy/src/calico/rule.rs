@@ -119,6 +119,14 @@ impl EntityMatch {
         Some((scope, self.selector.clone().unwrap_or(Selector::All)))
     }
 
+    /// Whether the side can match packets of IPv4 (`ipv4`) or IPv6: as in Calico's dataplane, a
+    /// rule whose `nets` or `notNets` list has no network of a family does not apply to that
+    /// family at all (it is left out when the rule is rendered for it).
+    pub fn applies_to_family(&self, ipv4: bool) -> bool {
+        let has = |nets: &[IpNetwork]| nets.is_empty() || nets.iter().any(|n| n.is_ipv4() == ipv4);
+        has(&self.nets) && has(&self.not_nets)
+    }
+
     /// Whether an address (`None`: the local pod has none of the packet's family), belonging to
     /// `pod` if it is a pod's, satisfies the nets and selectors of this side.
     pub fn matches(
@@ -130,6 +138,10 @@ impl EntityMatch {
     ) -> bool {
         let in_nets =
             |nets: &[IpNetwork]| address.is_some_and(|a| nets.iter().any(|n| n.contains(a)));
+        let listed = !self.nets.is_empty() || !self.not_nets.is_empty();
+        if listed && !address.is_some_and(|a| self.applies_to_family(a.is_ipv4())) {
+            return false;
+        }
         if !self.nets.is_empty() && !in_nets(&self.nets) {
             return false;
         }

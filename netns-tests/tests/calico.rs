@@ -1,0 +1,93 @@
+//! The Calico documentation examples with real packets, through both datapaths (AF_XDP on veth,
+//! and TUN): explicit Deny rules, policy order against Kubernetes policies, tiers and Pass,
+//! egress limits by network, and Log lines counted by the filter. The ICMP example
+//! (`allow-ping-in-cluster`) is checked offline only (`tests/corpus.rs`): the lab's probes speak
+//! TCP, UDP and SCTP.
+//!
+//! Needs root (`PODWALL_SKIP_NETNS=1` skips) and `pw-probe` (`cargo test --workspace` builds
+//! it).
+
+use netns_tests::{require_probe_binary, run_case, Case, CaseReport, DATAPATHS};
+
+/// Runs `case` through each datapath and asserts every probe agrees three ways.
+fn scenario(case: Case) -> Vec<CaseReport> {
+    require_probe_binary();
+    let reports: Vec<_> = DATAPATHS.iter().map(|&d| run_case(&case, d)).collect();
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.describe_failures())
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    for report in &reports {
+        report.assert_agrees();
+    }
+    reports
+}
+
+#[test]
+fn the_calico_reference_samples_scope_selectors_by_namespace() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    scenario(Case::calico_example("reference-allow-tcp-6379"));
+    scenario(Case::calico_example("reference-global-allow-tcp-6379"));
+}
+
+#[test]
+fn a_lower_order_deny_beats_a_kubernetes_allow_and_a_higher_order_allow_still_decides() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    scenario(Case::calico_example("order-deny-before-kubernetes-allow"));
+}
+
+#[test]
+fn a_security_tier_denies_and_passes_to_the_default_tier() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    scenario(Case::calico_example("tiers-pass-to-default"));
+}
+
+#[test]
+fn egress_outside_private_ranges_is_denied() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    scenario(Case::calico_example("deny-egress-outside-private"));
+}
+
+/// Every TCP connection to the database meets the Log rule first, allowed or denied; UDP and
+/// other pods' traffic do not.
+#[test]
+fn log_rules_write_one_line_per_new_connection() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    for report in scenario(Case::calico_example("log-then-deny")) {
+        let logged = |pod: &str| {
+            report
+                .counters
+                .iter()
+                .find(|(attachment, _)| attachment == pod)
+                .map_or(0, |(_, c)| c.logged)
+        };
+        let tcp_probes = report
+            .probes
+            .iter()
+            .filter(|p| p.probe.to == "production/database" && p.probe.protocol == "TCP")
+            .count() as u64;
+        assert!(
+            logged("production/database") >= tcp_probes && tcp_probes == 3,
+            "{:?}: the database logged {} new connections for {tcp_probes} TCP probes",
+            report.datapath,
+            logged("production/database")
+        );
+        for (attachment, c) in &report.counters {
+            if attachment != "production/database" {
+                assert_eq!(c.logged, 0, "{attachment} has no Log rule");
+            }
+        }
+    }
+}
