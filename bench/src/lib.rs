@@ -6,12 +6,16 @@
 //!   [`policy::reference`] before anything is timed.
 //! - [`compile_workload`]: many policies over many pods, for timing `Classifier::compile`.
 //!
+//! - [`classbench`]: ClassBench rule lists as one Calico GlobalNetworkPolicy, and a linear scan
+//!   to check the classifier against (`benches/classbench.rs`, `tests/classbench.rs`).
+//!
 //! - [`throughput`]: the throughput runner's parts (rules rendered for every path, frames,
 //!   paths, traffic, report); its binary is `src/bin/throughput.rs`.
 //!
 //! Nothing here is timed; it only builds inputs. Randomness comes from a seeded [`rng::Rng`],
 //! so every run measures the same cluster.
 
+pub mod classbench;
 pub mod compile;
 pub mod decide;
 mod model;

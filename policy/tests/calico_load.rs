@@ -62,8 +62,16 @@ fn allowed(cluster: Cluster, from: &str, to: &str, protocol: Protocol, port: u16
 fn types_tier_and_selector_default_as_calico_documents() {
     let text = [
         policy("NetworkPolicy", "none", "  selector: app == 'web'"),
-        policy("NetworkPolicy", "ingress-only", "  ingress: [{action: Allow}]"),
-        policy("NetworkPolicy", "egress-only", "  egress: [{action: Allow}]"),
+        policy(
+            "NetworkPolicy",
+            "ingress-only",
+            "  ingress: [{action: Allow}]",
+        ),
+        policy(
+            "NetworkPolicy",
+            "egress-only",
+            "  egress: [{action: Allow}]",
+        ),
         policy(
             "GlobalNetworkPolicy",
             "both",
@@ -79,13 +87,20 @@ fn types_tier_and_selector_default_as_calico_documents() {
     assert_eq!(types("none").0, [true, false]);
     assert_eq!(types("ingress-only").0, [true, false]);
     assert_eq!(types("egress-only").0, [false, true]);
-    assert_eq!(types("both"), ([true, true], "default".into(), PolicyKind::CalicoGlobal));
+    assert_eq!(
+        types("both"),
+        ([true, true], "default".into(), PolicyKind::CalicoGlobal)
+    );
     // `selector` absent is all(): the egress-only policy selects both pods of x, not y's.
     let selected: Vec<String> = cluster
         .inventory
         .pod_ids()
         .filter(|&pod| {
-            let index = cluster.policies.iter().position(|p| p.name == "egress-only").unwrap();
+            let index = cluster
+                .policies
+                .iter()
+                .position(|p| p.name == "egress-only")
+                .unwrap();
             policy::reference::selects(&cluster, index, pod)
         })
         .map(|pod| cluster.inventory.pod(pod).key())
@@ -248,7 +263,9 @@ fn namespaced_only_and_global_only_fields_are_errors() {
         .iter()
         .any(|e| e.contains("spec.doNotTrack: unknown field for a Calico NetworkPolicy")));
     let global = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g, namespace: x}\nspec: {}\n";
-    assert!(errors_of(global).contains("metadata.namespace: Invalid value: \"x\": a GlobalNetworkPolicy is not namespaced"));
+    assert!(errors_of(global).contains(
+        "metadata.namespace: Invalid value: \"x\": a GlobalNetworkPolicy is not namespaced"
+    ));
 }
 
 fn errors_of(text: &str) -> String {
@@ -288,7 +305,15 @@ fn policies_are_ordered_by_tier_then_order_then_name() {
     let names: Vec<&str> = cluster.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["security", "early", "k8s", "a-late", "b-late", "z-no-order", "last-tier"]
+        [
+            "security",
+            "early",
+            "k8s",
+            "a-late",
+            "b-late",
+            "z-no-order",
+            "last-tier"
+        ]
     );
     let tiers: Vec<&str> = cluster.tiers.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(tiers, ["first", "default", "unordered"]);
@@ -341,14 +366,32 @@ fn pass_skips_the_rest_of_the_tier_and_a_pass_tier_default_passes() {
     };
     let cluster = load_policies(&policies("Deny")).unwrap();
     // Port 80 passes the security tier and is denied by the default tier.
-    assert!(!allowed(cluster.clone(), "10.0.0.2", "10.0.0.1", Protocol::TCP, 80));
+    assert!(!allowed(
+        cluster.clone(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        80
+    ));
     // Port 81: denied in the security tier. Port 82: nothing decides in the security tier.
-    assert!(!allowed(cluster.clone(), "10.0.0.2", "10.0.0.1", Protocol::TCP, 81));
+    assert!(!allowed(
+        cluster.clone(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        81
+    ));
     assert!(!allowed(cluster, "10.0.0.2", "10.0.0.1", Protocol::TCP, 82));
     // With defaultAction Pass, port 82 goes on to the default tier, whose policy has no rule for
     // it either: denied there. y/web is selected only by the security policy: passed, allowed.
     let cluster = load_policies(&policies("Pass")).unwrap();
-    assert!(!allowed(cluster.clone(), "10.0.0.2", "10.0.0.1", Protocol::TCP, 82));
+    assert!(!allowed(
+        cluster.clone(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        82
+    ));
     assert!(allowed(cluster, "10.0.0.2", "10.0.1.1", Protocol::TCP, 82));
 }
 
