@@ -215,6 +215,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    datapath::process::exit_quietly_on_closed_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -57,7 +57,7 @@ fn check_summarises_a_valid_cluster() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("4 pods, 7 NetworkPolicies with 7 rules"),
+        stdout.contains("4 pods, 7 NetworkPolicies with 7 rules, 1 tier(s)"),
         "{stdout}"
     );
     assert!(stdout.contains("compiled in"), "{stdout}");

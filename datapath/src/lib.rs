@@ -10,4 +10,5 @@ pub mod frame;
 mod huge_slab;
 pub mod node;
 pub mod port;
+pub mod process;
 pub mod worker;

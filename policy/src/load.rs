@@ -218,6 +218,14 @@ impl Loader {
                 }),
                 Problem::Required,
             ),
+            ("projectcalico.org/v3", "NetworkSet" | "GlobalNetworkSet") => self.diags.warn(
+                at,
+                format!(
+                    "skipped: podwall does not support {kind} objects yet: Calico rule selectors match \
+                     only pods here, so a rule that selects this set does not match its networks \
+                     (write them as `nets` instead)"
+                ),
+            ),
             _ => self.diags.warn(
                 at,
                 format!("skipped: podwall does not use {api_version} {kind} objects"),

@@ -44,12 +44,13 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
         }
         Output::Text => {
             println!(
-                "ok: {} namespaces ({} referenced), {} pods, {} NetworkPolicies with {} rules",
+                "ok: {} namespaces ({} referenced), {} pods, {} with {} rules, {} tier(s)",
                 loaded_namespaces,
                 cluster.inventory.namespaces.len(),
                 cluster.inventory.pods.len(),
-                cluster.policies.len(),
-                rules
+                policy_counts(cluster),
+                rules,
+                cluster.tiers.len()
             );
             println!(
                 "compiled in {:.3} ms: {} endpoint tables, {} rule slots, {} pod groups, {} selector terms",
@@ -70,6 +71,48 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `7 NetworkPolicies`, or by kind when Calico policies are there too:
+/// `3 policies (1 NetworkPolicy, 2 GlobalNetworkPolicies)`.
+fn policy_counts(cluster: &policy::Cluster) -> String {
+    use policy::netpol::PolicyKind;
+    let kinds = [
+        (PolicyKind::Kubernetes, "NetworkPolicy", "NetworkPolicies"),
+        (
+            PolicyKind::Calico,
+            "Calico NetworkPolicy",
+            "Calico NetworkPolicies",
+        ),
+        (
+            PolicyKind::CalicoGlobal,
+            "GlobalNetworkPolicy",
+            "GlobalNetworkPolicies",
+        ),
+    ];
+    let counted: Vec<String> = kinds
+        .iter()
+        .filter_map(|&(kind, one, many)| {
+            let n = cluster.policies.iter().filter(|p| p.kind == kind).count();
+            (n > 0).then(|| format!("{n} {}", if n == 1 { one } else { many }))
+        })
+        .collect();
+    match counted.as_slice() {
+        [] => "0 NetworkPolicies".to_string(),
+        [only]
+            if cluster
+                .policies
+                .iter()
+                .all(|p| p.kind == PolicyKind::Kubernetes) =>
+        {
+            only.clone()
+        }
+        _ => format!(
+            "{} policies ({})",
+            cluster.policies.len(),
+            counted.join(", ")
+        ),
+    }
 }
 
 pub fn human_bytes(bytes: usize) -> String {
