@@ -586,6 +586,30 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Policy-endpoint pods in `scope` that `selector` matches (with Calico's extra labels),
+    /// sorted. A global policy's `namespaceSelector` is such a scope too.
+    fn calico_select(&self, scope: &Scope, selector: &Selector) -> Vec<PodId> {
+        let inventory = &self.cluster.inventory;
+        let namespaces: Vec<&str> = match scope {
+            Scope::Namespace(own) => vec![own.as_str()],
+            _ => self
+                .index
+                .by_namespace
+                .keys()
+                .copied()
+                .filter(|&ns| inventory.namespace(ns).is_some_and(|n| scope.includes(n)))
+                .collect(),
+        };
+        let mut pods: Vec<PodId> = namespaces
+            .iter()
+            .flat_map(|ns| self.index.by_namespace.get(ns).into_iter().flatten())
+            .copied()
+            .filter(|&id| selector.matches(&crate::calico::pod_labels(inventory.pod(id))))
+            .collect();
+        pods.sort_unstable();
+        pods
+    }
+
     /// Pods a policy applies to (either direction), sorted.
     fn selected_pods(&self, policy: usize) -> Vec<PodId> {
         let policy = &self.cluster.policies[policy];
@@ -593,17 +617,16 @@ impl<'a> Compiler<'a> {
             Endpoints::Kubernetes(selector) => self
                 .index
                 .select(&NamespaceScope::Same(policy.namespace.clone()), selector),
-            Endpoints::Calico { .. } => {
-                let inventory = &self.cluster.inventory;
-                inventory
-                    .pod_ids()
-                    .filter(|&id| {
-                        let pod = inventory.pod(id);
-                        inventory
-                            .namespace(&pod.namespace)
-                            .is_some_and(|ns| policy.selects(pod, ns))
-                    })
-                    .collect()
+            Endpoints::Calico {
+                selector,
+                namespaces,
+            } => {
+                let scope = match (namespaces, policy.namespace.as_str()) {
+                    (Some(namespaces), _) => Scope::Namespaces(namespaces.clone()),
+                    (None, "") => Scope::Everywhere,
+                    (None, own) => Scope::Namespace(own.to_string()),
+                };
+                self.calico_select(&scope, selector)
             }
         }
     }
@@ -620,15 +643,7 @@ impl<'a> Compiler<'a> {
             .iter()
             .map(|atom| match atom {
                 Atom::Selector(scope, sel) => self.index.select(scope, sel),
-                Atom::Calico(scope, selector) => inventory
-                    .pod_ids()
-                    .filter(|&id| {
-                        let pod = inventory.pod(id);
-                        pod.is_policy_endpoint()
-                            && scope.contains(inventory, id)
-                            && selector.matches(&crate::calico::pod_labels(pod))
-                    })
-                    .collect(),
+                Atom::Calico(scope, selector) => self.calico_select(scope, selector),
                 Atom::NamedPort {
                     name,
                     protocol,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::calico::selector::Selector;
-use crate::inventory::{Inventory, PodId, Protocol};
+use crate::inventory::{Inventory, Namespace, PodId, Protocol};
 
 /// Every condition of one Calico rule; all of them must hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,13 +174,16 @@ pub enum Scope {
 
 impl Scope {
     pub fn contains(&self, inventory: &Inventory, pod: PodId) -> bool {
-        let namespace = &inventory.pod(pod).namespace;
+        inventory
+            .namespace(&inventory.pod(pod).namespace)
+            .is_some_and(|n| self.includes(n))
+    }
+
+    pub fn includes(&self, namespace: &Namespace) -> bool {
         match self {
             Scope::Everywhere => true,
-            Scope::Namespace(own) => namespace == own,
-            Scope::Namespaces(selector) => inventory
-                .namespace(namespace)
-                .is_some_and(|n| selector.matches(&super::namespace_labels(n))),
+            Scope::Namespace(own) => &namespace.name == own,
+            Scope::Namespaces(selector) => selector.matches(&super::namespace_labels(namespace)),
         }
     }
 }
