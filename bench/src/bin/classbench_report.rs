@@ -1,0 +1,80 @@
+//! For each ClassBench list: rules, what the conversion approximated, and what the converted
+//! GlobalNetworkPolicy costs podwall to build — manifest size, `policy::load` and
+//! `Classifier::compile` time, and the compiled classifier's heap (`Stats::heap_bytes`) per
+//! rule. Prints a Markdown table; progress goes to stderr.
+//!
+//! ```text
+//! cargo run --release -p podwall-bench --bin classbench_report
+//! cargo run --release -p podwall-bench --bin classbench_report -- --seeds fw1 --sizes 1000
+//! ```
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bench::classbench::build;
+use bench::classbench::data::{list_name, read_rules, SEEDS, SIZES};
+use clap::Parser;
+
+/// Build time and memory of podwall's classifier for ClassBench lists converted to Calico.
+///
+/// Example: classbench_report --seeds acl1,fw1 --sizes 1000,10000
+#[derive(Parser)]
+#[command(name = "classbench_report")]
+struct Options {
+    /// Seeds: acl1, fw1, ipc1.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// List sizes: 1000, 10000, 100000.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+}
+
+fn main() -> ExitCode {
+    match report(Options::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(options: Options) -> Result<()> {
+    let seeds = options
+        .seeds
+        .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
+    let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
+    println!(
+        "| list | rules | approximated | narrowed to TCP | source ports ignored | manifest | \
+         load | compile | load + compile | slots | heap | bytes per rule |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for seed in &seeds {
+        for &size in &sizes {
+            let list = list_name(seed, size);
+            eprintln!("{list}: loading and compiling …");
+            let rules = read_rules(seed, size)?;
+            let built = build(&list, &rules).with_context(|| list.clone())?;
+            let c = &built.conversion;
+            let stats = built.classifier.stats();
+            let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+            let total = built.load + built.compile;
+            println!(
+                "| {list} | {} | {} | {} | {} | {:.1} MiB | {:.2} s | {:.2} s | {:.2} s | {} | \
+                 {:.1} MiB | {:.0} |",
+                rules.len(),
+                c.approximated,
+                c.narrowed,
+                c.source_ports_ignored,
+                mib(built.manifest_bytes),
+                built.load.as_secs_f64(),
+                built.compile.as_secs_f64(),
+                total.as_secs_f64(),
+                stats.slots,
+                mib(stats.heap_bytes),
+                stats.heap_bytes as f64 / rules.len() as f64,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! podwall against a linear scan on ClassBench: for every header of the acl1, fw1 and ipc1
+//! traces at 1k and 10k rules, in both directions, the compiled classifier's first match
+//! (rule index and Allow/Deny, or "no rule matched") must be the linear scan's over the same
+//! converted rules. Uniformly random headers are added, and the first half of each list is
+//! checked too, so that "no rule matched" is exercised (the full lists end in catch-alls). Run it in release mode (the scan over 10k rules is slow in debug):
+//!
+//! ```text
+//! cargo test --release -p podwall-bench --test classbench
+//! ```
+//!
+//! Fails, naming the path, when the shared data directory is missing.
+
+use bench::classbench::data::{list_name, read_rules, read_trace, TRACED_SIZES};
+use bench::classbench::{build, check, Checked, ClassBenchRule, Header};
+use bench::rng::Rng;
+
+/// Uniformly random headers per list, on top of the trace.
+const RANDOM: usize = 2_000;
+
+fn random_headers(count: usize, seed: u64) -> Vec<Header> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let any = rng.below(256) as u8;
+            Header {
+                src: rng.next_u64() as u32,
+                dst: rng.next_u64() as u32,
+                src_port: rng.next_u64() as u16,
+                dst_port: rng.next_u64() as u16,
+                protocol: *rng.pick(&[1, 6, 6, 17, 17, 47, any]),
+            }
+        })
+        .collect()
+}
+
+/// Checks the classifier compiled from `rules` against the scan on `headers`; returns the
+/// result after asserting that there is no mismatch.
+fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
+    let built = build(list, rules).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(built.conversion.rules.len(), rules.len());
+    let checked = check(
+        &built.classifier,
+        &built.target,
+        &built.conversion.rules,
+        headers,
+    );
+    eprintln!("{list} ({} rules): {checked}", rules.len());
+    assert!(checked.is_ok(), "{list}: {checked}");
+    checked
+}
+
+fn check_seed(seed: &str) {
+    for size in TRACED_SIZES {
+        let list = list_name(seed, size);
+        let rules = read_rules(seed, size).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut headers = read_trace(seed, size).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(!headers.is_empty(), "{list}: empty trace");
+        headers.extend(random_headers(RANDOM, size as u64));
+
+        let checked = check_list(&list, &rules, &headers);
+        for tally in checked.tally {
+            assert!(
+                tally.allowed > 0 && tally.denied_by_rule > 0,
+                "{list}: {checked}"
+            );
+        }
+        // The lists end in catch-all rules, so "no rule matched" is rare with all of them; the
+        // first half of a list leaves many trace headers unmatched.
+        let half = format!("{list}-first-half");
+        let checked = check_list(&half, &rules[..rules.len() / 2], &headers);
+        for tally in checked.tally {
+            assert!(
+                tally.allowed > 0 && tally.denied_by_rule > 0 && tally.no_match > 0,
+                "{half}: every outcome should occur: {checked}"
+            );
+        }
+    }
+}
+
+#[test]
+fn acl1_classifier_matches_the_linear_scan() {
+    check_seed("acl1");
+}
+
+#[test]
+fn fw1_classifier_matches_the_linear_scan() {
+    check_seed("fw1");
+}
+
+#[test]
+fn ipc1_classifier_matches_the_linear_scan() {
+    check_seed("ipc1");
+}
