@@ -1175,15 +1175,7 @@ impl GroupFirstBuilder {
 
 /// The first slot for every address class of `ranges`, if there are any.
 fn address_first(ranges: &[(AddressRange, u32)]) -> Option<AddressFirst> {
-    if ranges.is_empty() {
-        return None;
-    }
-    let mut interner = ClassInterner::default();
-    let map = AddressMap::build(ranges, &mut interner);
-    let first = interner
-        .into_classes()
-        .iter()
-        .map(|class| class.first().copied().unwrap_or(NONE))
-        .collect();
-    Some(AddressFirst { map, first })
+    (!ranges.is_empty()).then(|| AddressFirst {
+        map: AddressMap::first_slots(ranges, NONE),
+    })
 }

@@ -197,6 +197,57 @@ impl<K: Key> Intervals<K> {
         }
     }
 
+    /// Builds the step function from keys to the *lowest* slot whose range contains the key
+    /// (`none` where no range does): what a lookup that wants the first matching rule needs,
+    /// without the set of every matching slot. A sweep over the ranges' ends with the live
+    /// slots in an ordered map: O(n log n), where the full classes of [`Intervals::build`]
+    /// cost a set per boundary.
+    pub fn build_first(items: &[(K, K, u32)], none: u32) -> Self {
+        let mut events: Vec<(K, bool, u32)> = Vec::with_capacity(items.len() * 2);
+        for &(lo, hi, slot) in items {
+            debug_assert!(lo <= hi);
+            events.push((lo, true, slot));
+            if let Some(after) = hi.successor() {
+                events.push((after, false, slot));
+            }
+        }
+        events.sort_unstable_by_key(|e| e.0);
+
+        let mut starts = vec![K::MIN];
+        let mut firsts = vec![none];
+        let mut active: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut i = 0;
+        while i < events.len() {
+            let at = events[i].0;
+            while i < events.len() && events[i].0 == at {
+                let (_, add, slot) = events[i];
+                if add {
+                    *active.entry(slot).or_default() += 1;
+                } else if let Some(count) = active.get_mut(&slot) {
+                    *count -= 1;
+                    if *count == 0 {
+                        active.remove(&slot);
+                    }
+                }
+                i += 1;
+            }
+            let first = active.keys().next().copied().unwrap_or(none);
+            if *firsts.last().expect("never empty") == first {
+                continue;
+            }
+            if *starts.last().expect("never empty") == at {
+                *firsts.last_mut().expect("never empty") = first;
+            } else {
+                starts.push(at);
+                firsts.push(first);
+            }
+        }
+        Intervals {
+            starts: SearchTree::new(starts),
+            classes: firsts.into(),
+        }
+    }
+
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
         self.classes[self.starts.last_at_or_below(key)]
@@ -232,6 +283,27 @@ mod tests {
                 expected.sort_unstable();
                 expected.dedup();
                 prop_assert_eq!(&classes[map.class_of(key) as usize], &expected);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn build_first_gives_the_lowest_slot_of_a_linear_scan(
+            raw in prop::collection::vec((0u32..5000, 0u32..50), 0..400),
+            probes in prop::collection::vec(0u32..5100, 1..50),
+        ) {
+            let items: Vec<(u32, u32, u32)> = raw.iter().enumerate()
+                .map(|(slot, &(lo, len))| (lo, lo + len, (slot as u32 * 7919) % 97))
+                .collect();
+            let map = Intervals::build_first(&items, u32::MAX);
+            for key in probes {
+                let expected = items.iter()
+                    .filter(|(lo, hi, _)| *lo <= key && key <= *hi)
+                    .map(|it| it.2)
+                    .min()
+                    .unwrap_or(u32::MAX);
+                prop_assert_eq!(map.class_of(key), expected);
             }
         }
     }

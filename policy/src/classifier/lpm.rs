@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::intervals::{ClassInterner, Intervals};
+use super::intervals::Intervals;
 
 /// An inclusive range of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,8 @@ pub struct AddressMap {
 }
 
 impl AddressMap {
-    pub fn build(ranges: &[(AddressRange, u32)], interner: &mut ClassInterner) -> Self {
+    /// Peer address → the lowest slot whose ranges contain it (`none` if no range does).
+    pub fn first_slots(ranges: &[(AddressRange, u32)], none: u32) -> Self {
         let v4: Vec<(u32, u32, u32)> = ranges
             .iter()
             .filter_map(|&(r, slot)| match r {
@@ -182,8 +183,8 @@ impl AddressMap {
             })
             .collect();
         AddressMap {
-            v4: Intervals::build(&v4, interner),
-            v6: Intervals::build(&v6, interner),
+            v4: Intervals::build_first(&v4, none),
+            v6: Intervals::build_first(&v6, none),
         }
     }
 
@@ -238,7 +239,6 @@ mod tests {
 
     #[test]
     fn address_map_finds_the_covering_blocks() {
-        let mut interner = ClassInterner::default();
         let mut ranges: Vec<(AddressRange, u32)> =
             block_ranges(net("10.0.0.0/8"), &[net("10.1.0.0/16")])
                 .into_iter()
@@ -254,13 +254,12 @@ mod tests {
                 .into_iter()
                 .map(|r| (r, 2)),
         );
-        let map = AddressMap::build(&ranges, &mut interner);
-        let classes = interner.into_classes();
-        let of = |ip: &str| classes[map.class_of(ip.parse().unwrap()) as usize].clone();
-        assert_eq!(of("10.2.3.4"), vec![0]);
-        assert_eq!(of("10.1.3.4"), Vec::<u32>::new());
-        assert_eq!(of("10.1.2.4"), vec![1]);
-        assert_eq!(of("fd00::5"), vec![2]);
-        assert_eq!(of("fd01::5"), Vec::<u32>::new());
+        let map = AddressMap::first_slots(&ranges, u32::MAX);
+        let of = |ip: &str| map.class_of(ip.parse().unwrap());
+        assert_eq!(of("10.2.3.4"), 0);
+        assert_eq!(of("10.1.3.4"), u32::MAX);
+        assert_eq!(of("10.1.2.4"), 1);
+        assert_eq!(of("fd00::5"), 2);
+        assert_eq!(of("fd01::5"), u32::MAX);
     }
 }

@@ -74,19 +74,18 @@ impl GroupFirst {
 /// Peer address → the first slot whose CIDR terms contain it.
 #[derive(Debug)]
 pub(crate) struct AddressFirst {
+    /// Maps straight to the slot (`NONE` where no term contains the address).
     pub(crate) map: AddressMap,
-    /// Per address class, its first slot.
-    pub(crate) first: Vec<u32>,
 }
 
 impl AddressFirst {
     #[inline]
     fn first(&self, peer: IpAddr) -> u32 {
-        self.first[self.map.class_of(peer) as usize]
+        self.map.class_of(peer)
     }
 
     fn heap_bytes(&self) -> usize {
-        self.map.heap_bytes() + self.first.len() * 4
+        self.map.heap_bytes()
     }
 }
 
