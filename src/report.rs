@@ -7,8 +7,8 @@ use datapath::node::RunningNode;
 pub fn print_counters(node: &RunningNode, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}  malformed",
-        "pod", "in-allow", "in-deny", "eg-allow", "eg-deny", "forwarded", "dropped"
+        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}  malformed",
+        "pod", "in-allow", "in-deny", "eg-allow", "eg-deny", "forwarded", "dropped", "logged"
     )?;
     for (attachment, counters) in node.attachments().iter().zip(node.counters()) {
         let s = counters.snapshot();
@@ -19,7 +19,7 @@ pub fn print_counters(node: &RunningNode, out: &mut dyn Write) -> std::io::Resul
             .collect();
         writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}  {}",
+            "{:<30} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}  {}",
             attachment.pod(),
             s.allowed_ingress,
             s.denied_ingress,
@@ -27,6 +27,7 @@ pub fn print_counters(node: &RunningNode, out: &mut dyn Write) -> std::io::Resul
             s.denied_egress,
             s.forwarded,
             s.dropped,
+            s.logged,
             if malformed.is_empty() {
                 "-".to_string()
             } else {
