@@ -620,14 +620,7 @@ impl<'a> Compiler<'a> {
             Endpoints::Calico {
                 selector,
                 namespaces,
-            } => {
-                let scope = match (namespaces, policy.namespace.as_str()) {
-                    (Some(namespaces), _) => Scope::Namespaces(namespaces.clone()),
-                    (None, "") => Scope::Everywhere,
-                    (None, own) => Scope::Namespace(own.to_string()),
-                };
-                self.calico_select(&scope, selector)
-            }
+            } => self.calico_select(&Scope::of(namespaces.as_ref(), &policy.namespace), selector),
         }
     }
 

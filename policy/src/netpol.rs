@@ -7,7 +7,7 @@ use std::fmt;
 
 use ipnetwork::IpNetwork;
 
-use crate::calico::rule::CalicoMatch;
+use crate::calico::rule::{CalicoMatch, Scope};
 use crate::calico::selector::Selector;
 use crate::error::Location;
 use crate::inventory::{Namespace, Pod, Protocol};
@@ -166,11 +166,8 @@ impl NetworkPolicy {
                 selector,
                 namespaces,
             } => {
-                (self.namespace.is_empty() || pod.namespace == self.namespace)
+                Scope::of(namespaces.as_ref(), &self.namespace).includes(namespace)
                     && selector.matches(&crate::calico::pod_labels(pod))
-                    && namespaces
-                        .as_ref()
-                        .is_none_or(|n| n.matches(&crate::calico::namespace_labels(namespace)))
             }
         }
     }

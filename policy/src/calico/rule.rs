@@ -108,11 +108,7 @@ impl EntityMatch {
         if !self.has_selectors() {
             return None;
         }
-        let scope = match (&self.namespace_selector, policy_namespace) {
-            (Some(selector), _) => Scope::Namespaces(selector.clone()),
-            (None, "") => Scope::Everywhere,
-            (None, own) => Scope::Namespace(own.to_string()),
-        };
+        let scope = Scope::of(self.namespace_selector.as_ref(), policy_namespace);
         if scope == Scope::Everywhere && self.selector.is_none() {
             return None;
         }
@@ -173,6 +169,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The namespaces a `namespaceSelector` (when given) names, or else those of a policy in
+    /// `policy_namespace` (empty for a global policy: every namespace).
+    pub fn of(namespace_selector: Option<&Selector>, policy_namespace: &str) -> Scope {
+        match (namespace_selector, policy_namespace) {
+            (Some(selector), _) => Scope::Namespaces(selector.clone()),
+            (None, "") => Scope::Everywhere,
+            (None, own) => Scope::Namespace(own.to_string()),
+        }
+    }
+
     pub fn contains(&self, inventory: &Inventory, pod: PodId) -> bool {
         inventory
             .namespace(&inventory.pod(pod).namespace)

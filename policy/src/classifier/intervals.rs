@@ -152,57 +152,29 @@ impl<K: Key> SearchTree<K> {
 impl<K: Key> Intervals<K> {
     /// Builds the step function for `items` (inclusive `lo..=hi` ranges, each owned by a slot).
     pub fn build(items: &[(K, K, u32)], interner: &mut ClassInterner) -> Self {
-        let mut events: Vec<(K, bool, u32)> = Vec::with_capacity(items.len() * 2);
-        for &(lo, hi, slot) in items {
-            debug_assert!(lo <= hi);
-            events.push((lo, true, slot));
-            if let Some(after) = hi.successor() {
-                events.push((after, false, slot));
-            }
-        }
-        events.sort_unstable_by_key(|e| e.0);
-
-        let mut starts = vec![K::MIN];
-        let mut classes = vec![0u32];
-        let mut active: BTreeMap<u32, u32> = BTreeMap::new();
-        let mut i = 0;
-        while i < events.len() {
-            let at = events[i].0;
-            while i < events.len() && events[i].0 == at {
-                let (_, add, slot) = events[i];
-                if add {
-                    *active.entry(slot).or_default() += 1;
-                } else if let Some(count) = active.get_mut(&slot) {
-                    *count -= 1;
-                    if *count == 0 {
-                        active.remove(&slot);
-                    }
-                }
-                i += 1;
-            }
-            let class = interner.intern(active.keys().copied().collect());
-            if *classes.last().expect("never empty") == class {
-                continue;
-            }
-            if *starts.last().expect("never empty") == at {
-                *classes.last_mut().expect("never empty") = class;
-            } else {
-                starts.push(at);
-                classes.push(class);
-            }
-        }
-        Intervals {
-            starts: SearchTree::new(starts),
-            classes: classes.into(),
-        }
+        Self::sweep(items, 0, |active| {
+            interner.intern(active.keys().copied().collect())
+        })
     }
 
     /// Builds the step function from keys to the *lowest* slot whose range contains the key
     /// (`none` where no range does): what a lookup that wants the first matching rule needs,
-    /// without the set of every matching slot. A sweep over the ranges' ends with the live
-    /// slots in an ordered map: O(n log n), where the full classes of [`Intervals::build`]
-    /// cost a set per boundary.
+    /// without the set of every matching slot. O(n log n), where the full classes of
+    /// [`Intervals::build`] cost a set per boundary.
     pub fn build_first(items: &[(K, K, u32)], none: u32) -> Self {
+        Self::sweep(items, none, |active| {
+            active.keys().next().copied().unwrap_or(none)
+        })
+    }
+
+    /// A sweep over the ranges' ends with the live slots (and how many of their ranges are
+    /// open) in an ordered map; `value` turns the live slots at each boundary into the value
+    /// from there on (`empty` before any range), and neighbours with the same value merge.
+    fn sweep(
+        items: &[(K, K, u32)],
+        empty: u32,
+        mut value: impl FnMut(&BTreeMap<u32, u32>) -> u32,
+    ) -> Self {
         let mut events: Vec<(K, bool, u32)> = Vec::with_capacity(items.len() * 2);
         for &(lo, hi, slot) in items {
             debug_assert!(lo <= hi);
@@ -214,7 +186,7 @@ impl<K: Key> Intervals<K> {
         events.sort_unstable_by_key(|e| e.0);
 
         let mut starts = vec![K::MIN];
-        let mut firsts = vec![none];
+        let mut values = vec![empty];
         let mut active: BTreeMap<u32, u32> = BTreeMap::new();
         let mut i = 0;
         while i < events.len() {
@@ -231,20 +203,20 @@ impl<K: Key> Intervals<K> {
                 }
                 i += 1;
             }
-            let first = active.keys().next().copied().unwrap_or(none);
-            if *firsts.last().expect("never empty") == first {
+            let here = value(&active);
+            if *values.last().expect("never empty") == here {
                 continue;
             }
             if *starts.last().expect("never empty") == at {
-                *firsts.last_mut().expect("never empty") = first;
+                *values.last_mut().expect("never empty") = here;
             } else {
                 starts.push(at);
-                firsts.push(first);
+                values.push(here);
             }
         }
         Intervals {
             starts: SearchTree::new(starts),
-            classes: firsts.into(),
+            classes: values.into(),
         }
     }
 

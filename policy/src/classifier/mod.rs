@@ -282,8 +282,31 @@ impl Classifier {
         &self.cluster
     }
 
+    /// The chain deciding for `pod` in `direction` (`None`: no policy applies), and `peer`'s pod
+    /// group if the chain looks at it.
+    #[inline]
+    fn chain_for(
+        &self,
+        pod: PodId,
+        direction: Direction,
+        peer: IpAddr,
+    ) -> Option<(&Chain, Option<u32>)> {
+        let chain = self.chains_of_pod[pod as usize][direction.index()];
+        if chain == NO_TABLE {
+            return None;
+        }
+        let chain = &self.chains[chain as usize];
+        let group = if chain.needs_group {
+            self.group_of(peer)
+        } else {
+            None
+        };
+        Some((chain, group))
+    }
+
     /// The verdict for traffic of `pod` in `direction` with `peer` (the source for ingress, the
-    /// destination for egress), `protocol` and `port` (the destination port; 0 for protocols
+    /// destination for egress), `protocol` and `port` (the destination port; for ICMP and
+    /// ICMPv6 the type and code, see [`crate::calico::rule::icmp_port`]; 0 for other protocols
     /// without ports).
     #[inline]
     pub fn decide(
@@ -294,15 +317,8 @@ impl Classifier {
         protocol: Protocol,
         port: u16,
     ) -> Decision {
-        let chain = self.chains_of_pod[pod as usize][direction.index()];
-        if chain == NO_TABLE {
+        let Some((chain, group)) = self.chain_for(pod, direction, peer) else {
             return Decision::NotIsolated;
-        }
-        let chain = &self.chains[chain as usize];
-        let group = if chain.needs_group {
-            self.group_of(peer)
-        } else {
-            None
         };
         let mut passed_by = None;
         for tier in &chain.tiers {
@@ -332,16 +348,7 @@ impl Classifier {
         protocol: Protocol,
         port: u16,
     ) -> Option<RuleRef> {
-        let chain = self.chains_of_pod[pod as usize][direction.index()];
-        if chain == NO_TABLE {
-            return None;
-        }
-        let chain = &self.chains[chain as usize];
-        let group = if chain.needs_group {
-            self.group_of(peer)
-        } else {
-            None
-        };
+        let (chain, group) = self.chain_for(pod, direction, peer)?;
         for tier in &chain.tiers {
             let decided = tier.rules.first_match(group, peer, protocol, port);
             if let Some(log) = &tier.log {
