@@ -156,32 +156,39 @@ impl Filter {
             .then_some((pod, peer))
     }
 
-    /// The policy verdict for a new connection of `packet` at `attachment`.
-    fn decide(&self, attachment: u32, direction: Direction, packet: &Packet) -> Decision {
-        match self.policy_party(attachment, direction, packet) {
-            None => Decision::NotIsolated,
-            Some((pod, peer)) => self.current.classifier.decide(
-                pod,
-                direction,
-                peer,
-                packet.protocol,
-                packet.classifier_port(),
-            ),
-        }
-    }
-
-    /// Writes the log line of a new connection that meets a Calico Log rule on its way to a
-    /// verdict, and counts it.
-    fn log_if_asked(
+    /// The policy verdict for `packet` at `attachment`, as the first packet of its connection;
+    /// with `log`, also the log line of a Log rule it meets.
+    fn decide(
         &self,
         attachment: u32,
         direction: Direction,
         packet: &Packet,
+        log: bool,
+    ) -> Decision {
+        let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
+            return Decision::NotIsolated;
+        };
+        let port = packet.classifier_port();
+        let decided = self
+            .current
+            .classifier
+            .decide(pod, direction, peer, packet.protocol, port);
+        if log {
+            self.log_if_asked(attachment, (pod, peer), direction, packet, decided);
+        }
+        decided
+    }
+
+    /// Writes the log line of a new connection of `party` (its pod and peer) that meets a
+    /// Calico Log rule on its way to a verdict, and counts it.
+    fn log_if_asked(
+        &self,
+        attachment: u32,
+        (pod, peer): (PodId, IpAddr),
+        direction: Direction,
+        packet: &Packet,
         decided: Decision,
     ) {
-        let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
-            return;
-        };
         let classifier = &self.current.classifier;
         let port = packet.classifier_port();
         let Some(rule) = classifier.logged(pod, direction, peer, packet.protocol, port) else {
@@ -238,16 +245,12 @@ impl Filter {
         let flags = packet.tcp_flags;
         let decided = match self.flows.lookup(&key, flags, bytes, self.now, generation) {
             Lookup::Hit { verdict, .. } => return forward_if(verdict.allows()),
-            Lookup::Miss => {
-                let decided = self.decide(attachment, direction, packet);
-                self.log_if_asked(attachment, direction, packet, decided);
-                decided
-            }
+            Lookup::Miss => self.decide(attachment, direction, packet, true),
             // A known connection decided under an older policy: decide it again as its
             // initiator opened it.
             Lookup::Stale {
                 direction: FlowDirection::Original,
-            } => self.decide(attachment, direction, packet),
+            } => self.decide(attachment, direction, packet, false),
             Lookup::Stale {
                 direction: FlowDirection::Reply,
             } => {
@@ -262,7 +265,7 @@ impl Filter {
                     },
                     ..*packet
                 };
-                self.decide(attachment, opposite(direction), &original)
+                self.decide(attachment, opposite(direction), &original, false)
             }
         };
         let allowed = decided.allows();

@@ -469,6 +469,24 @@ impl CaseReport {
     }
 }
 
+/// Runs `case` through each datapath and asserts that every probe agrees three ways; returns
+/// the reports. Both datapaths run before anything is asserted, so a failure reports both.
+/// Call it after [`harness::require_root_or_skip`].
+pub fn assert_case_agrees(case: &Case) -> Vec<CaseReport> {
+    require_probe_binary();
+    let reports: Vec<_> = DATAPATHS.iter().map(|&d| run_case(case, d)).collect();
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.describe_failures())
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    for report in &reports {
+        report.assert_agrees();
+    }
+    reports
+}
+
 /// Runs one case in a lab of its own with [`lab_options`].
 pub fn run_case(case: &Case, datapath: DatapathKind) -> CaseReport {
     run_cases(std::slice::from_ref(case), lab_options(datapath))

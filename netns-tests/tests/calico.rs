@@ -7,31 +7,15 @@
 //! Needs root (`PODWALL_SKIP_NETNS=1` skips) and `pw-probe` (`cargo test --workspace` builds
 //! it).
 
-use netns_tests::{require_probe_binary, run_case, Case, CaseReport, DATAPATHS};
-
-/// Runs `case` through each datapath and asserts every probe agrees three ways.
-fn scenario(case: Case) -> Vec<CaseReport> {
-    require_probe_binary();
-    let reports: Vec<_> = DATAPATHS.iter().map(|&d| run_case(&case, d)).collect();
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.describe_failures())
-        .collect();
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
-    for report in &reports {
-        report.assert_agrees();
-    }
-    reports
-}
+use netns_tests::{assert_case_agrees, Case};
 
 #[test]
 fn the_calico_reference_samples_scope_selectors_by_namespace() {
     if !harness::require_root_or_skip() {
         return;
     }
-    scenario(Case::calico_example("reference-allow-tcp-6379"));
-    scenario(Case::calico_example("reference-global-allow-tcp-6379"));
+    assert_case_agrees(&Case::calico_example("reference-allow-tcp-6379"));
+    assert_case_agrees(&Case::calico_example("reference-global-allow-tcp-6379"));
 }
 
 #[test]
@@ -39,7 +23,7 @@ fn a_lower_order_deny_beats_a_kubernetes_allow_and_a_higher_order_allow_still_de
     if !harness::require_root_or_skip() {
         return;
     }
-    scenario(Case::calico_example("order-deny-before-kubernetes-allow"));
+    assert_case_agrees(&Case::calico_example("order-deny-before-kubernetes-allow"));
 }
 
 #[test]
@@ -47,7 +31,7 @@ fn a_security_tier_denies_and_passes_to_the_default_tier() {
     if !harness::require_root_or_skip() {
         return;
     }
-    scenario(Case::calico_example("tiers-pass-to-default"));
+    assert_case_agrees(&Case::calico_example("tiers-pass-to-default"));
 }
 
 #[test]
@@ -55,7 +39,7 @@ fn egress_outside_private_ranges_is_denied() {
     if !harness::require_root_or_skip() {
         return;
     }
-    scenario(Case::calico_example("deny-egress-outside-private"));
+    assert_case_agrees(&Case::calico_example("deny-egress-outside-private"));
 }
 
 /// Every TCP connection to the database meets the Log rule first, allowed or denied; UDP and
@@ -65,7 +49,7 @@ fn log_rules_write_one_line_per_new_connection() {
     if !harness::require_root_or_skip() {
         return;
     }
-    for report in scenario(Case::calico_example("log-then-deny")) {
+    for report in assert_case_agrees(&Case::calico_example("log-then-deny")) {
         let logged = |pod: &str| {
             report
                 .counters

@@ -6,25 +6,14 @@
 //! it).
 
 use datapath::node::DatapathKind;
-use netns_tests::{lab_options, require_probe_binary, run_case, run_cases, Case, DATAPATHS};
+use netns_tests::{assert_case_agrees, lab_options, require_probe_binary, run_cases, Case};
 
 /// Runs `case` through each datapath and asserts every probe agrees three ways.
 fn scenario(case: Case) {
     if !harness::require_root_or_skip() {
         return;
     }
-    require_probe_binary();
-    let reports: Vec<_> = DATAPATHS.iter().map(|&d| run_case(&case, d)).collect();
-    // Both datapaths run before anything is asserted, so a failure reports both.
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.describe_failures())
-        .collect();
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
-    for report in &reports {
-        report.assert_agrees();
-    }
+    assert_case_agrees(&case);
 }
 
 #[test]
