@@ -22,7 +22,7 @@ use crate::classifier::lpm::{
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
     AddressFirst, Chain, Classifier, GroupFirst, MixedSlot, PortClass, PortTest, Table, TierTables,
-    NONE, NO_TABLE,
+    WideClasses, NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
@@ -205,17 +205,19 @@ impl<'a> PodIndex<'a> {
 /// Knobs of the compiler that trade memory for lookup speed.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
-    /// How many folded entries (port classes × entries of rules without a port condition) a
-    /// table may hold before those rules get a lookup of their own instead: one more group
-    /// lookup and address search per packet, but no copies. The default (4M) folds the 100k-rule
-    /// benchmark table for +1.5 MiB; it bounds a pathological table to tens of MiB.
+    /// How large (in pod groups and address intervals over all port classes) a table may grow
+    /// by folding the rules that match every port of a protocol into each port class of the
+    /// protocol. Past it, those rules get classes of their own: one more group lookup and
+    /// address search per packet, but no copies. The default (128k, about 2 MiB) keeps a
+    /// folded table within the caches; the ClassBench section of BENCHMARKS.md compares the
+    /// two layouts.
     pub fold_budget: usize,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
-            fold_budget: 1 << 22,
+            fold_budget: 1 << 18,
         }
     }
 }
@@ -1018,34 +1020,33 @@ impl TableBuilder<'_> {
             }
         }
 
-        // Every (protocol, port) falls in some port class (class 0 when no rule names it), so
-        // slots without a port condition can be folded into every class: a lookup is then one
-        // port search, one group lookup and one address search. Folding copies those slots into
-        // each class, so it is done only while the copies stay within a budget.
-        let mut interner = ClassInterner::default();
-        let map = PortMap::build(&with_ports, &all_but, &mut interner);
-        let port_classes = interner.into_classes();
-        let unported_size: usize = unported
+        // A slot matches every port of a protocol (no ports, a full range, or `notProtocol`), or
+        // some ports. Every (protocol, port) falls in some port class (class 0 when no rule names
+        // it), so the slots of the first kind can be folded into every class of their protocols:
+        // a lookup is then one port search, one group lookup and one address search. Folding
+        // copies those slots into each class, which costs little while the table is small, and
+        // makes a large one too big for the caches: past a budget they keep a class per
+        // protocol of their own, looked up beside the port class.
+        let is_wide = |r: &PortRange| r.start == 0 && r.end == u16::MAX;
+        let narrow: Vec<(PortRange, u32)> = with_ports
             .iter()
-            .map(|&s| match &conditions[s as usize] {
-                Some(PeerCondition::Pods {
-                    groups: Some(groups),
-                    ..
-                }) => groups.len(),
-                Some(PeerCondition::Addresses(ranges)) => ranges.len(),
-                _ => 1,
-            })
-            .sum();
-        let fold = port_classes.len().saturating_mul(unported_size) <= self.options.fold_budget;
-        let build_class = |ported: &[u32], extra: &[u32]| -> PortClass {
+            .copied()
+            .filter(|(r, _)| !is_wide(r))
+            .collect();
+        let wide: Vec<(Protocol, u32)> = with_ports
+            .iter()
+            .filter(|(r, _)| is_wide(r))
+            .map(|&(r, slot)| (r.protocol, slot))
+            .collect();
+        let build_class = |slots: &[u32]| -> PortClass {
             let mut any_peer = NONE;
             let mut pods = GroupFirstBuilder::default();
             let mut addresses: Vec<(AddressRange, u32)> = Vec::new();
             // Ascending slot order: the group builder keeps the first slot per group.
-            let mut merged: Vec<u32> = ported.iter().chain(extra).copied().collect();
-            merged.sort_unstable();
-            merged.dedup();
-            for slot in merged {
+            let mut slots = slots.to_vec();
+            slots.sort_unstable();
+            slots.dedup();
+            for slot in slots {
                 match conditions[slot as usize]
                     .as_ref()
                     .expect("mixed slots and slots of the other kind are not in classes")
@@ -1065,20 +1066,34 @@ impl TableBuilder<'_> {
                 addresses: address_first(&addresses),
             }
         };
-        let folded: &[u32] = if fold { &unported } else { &[] };
-        let classes: Vec<PortClass> = port_classes
-            .iter()
-            .map(|class| build_class(class, folded))
-            .collect();
-        let unported_class = (!fold && !unported.is_empty()).then(|| build_class(&[], &unported));
+        let build_classes = |classes: Vec<Vec<u32>>, folded: &[u32]| -> Vec<PortClass> {
+            classes
+                .iter()
+                .map(|class| build_class(&[class.as_slice(), folded].concat()))
+                .collect()
+        };
+
+        let mut interner = ClassInterner::default();
+        let mut map = PortMap::build(&narrow, &[], &mut interner);
+        let mut port_classes = build_classes(interner.into_classes(), &[]);
+        let mut wide = (!wide.is_empty() || !all_but.is_empty() || !unported.is_empty())
+            .then(|| wide_classes(&wide, &all_but, &unported, build_class));
+        let folded_entries = wide.as_ref().map_or(0, |w| w.folded_entries(&map))
+            + port_classes.iter().map(PortClass::entries).sum::<usize>();
+        if wide.is_some() && folded_entries <= self.options.fold_budget {
+            let mut interner = ClassInterner::default();
+            map = PortMap::build(&with_ports, &all_but, &mut interner);
+            port_classes = build_classes(interner.into_classes(), &unported);
+            wide = None;
+        }
 
         let needs_group = !mixed.is_empty()
-            || classes.iter().any(|c| c.pods.is_some())
-            || unported_class.as_ref().is_some_and(|c| c.pods.is_some());
+            || port_classes.iter().any(|c| c.pods.is_some())
+            || wide.as_ref().is_some_and(WideClasses::needs_group);
         Table {
             slots,
-            unported: unported_class,
-            ports: (map, classes),
+            wide,
+            ports: (map, port_classes),
             mixed,
             needs_group,
         }
@@ -1167,6 +1182,41 @@ impl GroupFirstBuilder {
 }
 
 /// The first slot for every address class of `ranges`, if there are any.
+/// The classes of the slots that match every port of a protocol: `wide` (protocol, slot) pairs,
+/// `all_but` slots matching every protocol but one, and `unported` slots matching every protocol.
+fn wide_classes(
+    wide: &[(Protocol, u32)],
+    all_but: &[(Protocol, u32)],
+    unported: &[u32],
+    build_class: impl Fn(&[u32]) -> PortClass,
+) -> WideClasses {
+    let mut protocols: Vec<Protocol> = wide.iter().chain(all_but).map(|&(p, _)| p).collect();
+    protocols.sort_unstable();
+    protocols.dedup();
+    let slots_for = |protocol: Option<Protocol>| -> Vec<u32> {
+        let named = wide
+            .iter()
+            .filter(|&&(p, _)| Some(p) == protocol)
+            .map(|&(_, slot)| slot);
+        let all_but = all_but
+            .iter()
+            .filter(|&&(except, _)| Some(except) != protocol)
+            .map(|&(_, slot)| slot);
+        named
+            .chain(all_but)
+            .chain(unported.iter().copied())
+            .collect()
+    };
+    let other = slots_for(None);
+    WideClasses {
+        by_protocol: protocols
+            .into_iter()
+            .map(|p| (p, build_class(&slots_for(Some(p)))))
+            .collect(),
+        other: (!other.is_empty()).then(|| build_class(&other)),
+    }
+}
+
 fn address_first(ranges: &[(AddressRange, u32)]) -> Option<AddressFirst> {
     (!ranges.is_empty()).then(|| AddressFirst {
         map: AddressMap::first_slots(ranges, NONE),

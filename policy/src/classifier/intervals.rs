@@ -60,6 +60,11 @@ impl ClassInterner {
         id
     }
 
+    /// How many classes there are.
+    pub fn count(&self) -> usize {
+        self.classes.len()
+    }
+
     /// The slot sets, indexed by class.
     pub fn into_classes(self) -> Vec<Vec<u32>> {
         self.classes
@@ -69,43 +74,54 @@ impl ClassInterner {
 /// A step function from keys to classes.
 #[derive(Debug, Clone)]
 pub struct Intervals<K> {
-    starts: SearchTree<K>,
-    classes: Box<[u32]>,
+    steps: StepIndex<K>,
 }
 
 impl<K: Key> Default for Intervals<K> {
     fn default() -> Self {
         Intervals {
-            starts: SearchTree::new(vec![K::MIN]),
-            classes: Box::new([0]),
+            steps: StepIndex::new(vec![Step {
+                start: K::MIN,
+                class: 0,
+            }]),
         }
     }
 }
 
-/// Sorted keys with a bucket index: the span from the second key to the last is cut into about
-/// two buckets per key, and each bucket remembers the last key at or below its start. A lookup is
-/// one bucket load and a search among the few keys inside that bucket, instead of a binary search
-/// over all keys (a chain of ~15 dependent loads at 20k keys). Buckets cover the keys' real span,
-/// so keys clustered in one part of the space (all of 10.0.0.0/8) still spread out.
+/// Where an interval starts, and its class: side by side, so that the search ends on the line
+/// that holds the answer instead of loading it from a second array.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Step<K> {
+    start: K,
+    class: u32,
+}
+
+/// Sorted steps with a bucket index: the span from the second start to the last is cut into
+/// about two buckets per step, and each bucket remembers the last step starting at or below the
+/// bucket's start. A lookup is one bucket load and a search among the few steps inside that
+/// bucket, instead of a binary search over all steps (a chain of ~15 dependent loads at 20k
+/// steps). Buckets cover the starts' real span, so starts clustered in one part of the space
+/// (all of 10.0.0.0/8) still spread out.
 #[derive(Debug, Clone)]
-struct SearchTree<K> {
-    keys: Box<[K]>,
-    /// Start of the bucketed span (the second key; the first is the key space's minimum).
+struct StepIndex<K> {
+    steps: Box<[Step<K>]>,
+    /// Start of the bucketed span (the second start; the first is the key space's minimum).
     low: u128,
     shift: u32,
-    /// For each bucket, the index of the last key at or below the bucket's first value.
+    /// For each bucket, the index of the last step starting at or below the bucket's first key.
     buckets: Box<[u32]>,
 }
 
-impl<K: Key> SearchTree<K> {
-    fn new(keys: Vec<K>) -> Self {
-        debug_assert!(!keys.is_empty() && keys.windows(2).all(|w| w[0] < w[1]));
-        let (low, high) = match keys.len() {
+impl<K: Key> StepIndex<K> {
+    fn new(steps: Vec<Step<K>>) -> Self {
+        debug_assert!(!steps.is_empty() && steps.windows(2).all(|w| w[0].start < w[1].start));
+        let (low, high) = match steps.len() {
             1 => (0, 0),
-            n => (keys[1].to_u128(), keys[n - 1].to_u128()),
+            n => (steps[1].start.to_u128(), steps[n - 1].start.to_u128()),
         };
         let span = high - low;
-        let bits = (usize::BITS - keys.len().leading_zeros() + 1).min(20);
+        let bits = (usize::BITS - steps.len().leading_zeros() + 1).min(20);
         let span_bits = 128 - span.leading_zeros();
         let shift = span_bits.saturating_sub(bits);
         let count = (span >> shift) as usize + 1;
@@ -113,39 +129,41 @@ impl<K: Key> SearchTree<K> {
         let mut i = 0usize;
         for b in 0..count {
             let first_value = low + ((b as u128) << shift);
-            while i + 1 < keys.len() && keys[i + 1].to_u128() <= first_value {
+            while i + 1 < steps.len() && steps[i + 1].start.to_u128() <= first_value {
                 i += 1;
             }
             buckets.push(i as u32);
         }
-        SearchTree {
-            keys: keys.into(),
+        StepIndex {
+            steps: steps.into(),
             low,
             shift,
             buckets: buckets.into(),
         }
     }
 
-    /// Index of the last key `<= key` (the first key must be `<=` every query).
+    /// The class of the last step starting at or below `key` (the first step starts at or below
+    /// every key).
     #[inline]
-    fn last_at_or_below(&self, key: K) -> usize {
+    fn class_at(&self, key: K) -> u32 {
         let value = key.to_u128();
         if value < self.low {
-            return 0;
+            return self.steps[0].class;
         }
         let b = (((value - self.low) >> self.shift) as usize).min(self.buckets.len() - 1);
         let from = self.buckets[b] as usize;
         let to = self
             .buckets
             .get(b + 1)
-            .map_or(self.keys.len() - 1, |&next| next as usize);
-        // The answer lies in keys[from..=to]: keys[from] <= key, and keys past `to` start after
-        // this bucket ends.
-        from + self.keys[from + 1..=to].partition_point(|&k| k <= key)
+            .map_or(self.steps.len() - 1, |&next| next as usize);
+        // The answer lies in steps[from..=to]: steps[from] starts at or below the key, and
+        // steps past `to` start after this bucket ends.
+        let at = from + self.steps[from + 1..=to].partition_point(|s| s.start <= key);
+        self.steps[at].class
     }
 
     fn heap_bytes(&self) -> usize {
-        self.keys.len() * std::mem::size_of::<K>() + self.buckets.len() * 4
+        self.steps.len() * std::mem::size_of::<Step<K>>() + self.buckets.len() * 4
     }
 }
 
@@ -214,19 +232,33 @@ impl<K: Key> Intervals<K> {
                 values.push(here);
             }
         }
+        let steps = starts
+            .into_iter()
+            .zip(values)
+            .map(|(start, class)| Step { start, class })
+            .collect();
         Intervals {
-            starts: SearchTree::new(starts),
-            classes: values.into(),
+            steps: StepIndex::new(steps),
         }
+    }
+
+    /// How many intervals there are.
+    pub fn intervals(&self) -> usize {
+        self.steps.steps.len()
+    }
+
+    /// The class of each interval, in key order.
+    pub fn classes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.steps.steps.iter().map(|s| s.class)
     }
 
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
-        self.classes[self.starts.last_at_or_below(key)]
+        self.steps.class_at(key)
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.starts.heap_bytes() + self.classes.len() * 4
+        self.steps.heap_bytes()
     }
 }
 
@@ -280,6 +312,19 @@ mod tests {
         }
     }
 
+    /// The index over steps starting at `keys`, step *i* of class *i*.
+    fn numbered<K: Key>(keys: &[K]) -> StepIndex<K> {
+        let steps = keys
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| Step {
+                start,
+                class: i as u32,
+            })
+            .collect();
+        StepIndex::new(steps)
+    }
+
     #[test]
     fn search_index_finds_the_last_key_at_or_below() {
         for n in [1usize, 2, 15, 16, 17, 255, 256, 257, 4097] {
@@ -291,19 +336,19 @@ mod tests {
                 })
                 .collect();
             let keys: Vec<u32> = std::iter::once(0).chain(keys).take(n).collect();
-            let tree = SearchTree::new(keys.clone());
+            let index = numbered(&keys);
             for probe in 0..(*keys.last().unwrap() + 5) {
                 let want = keys.partition_point(|&k| k <= probe) - 1;
-                assert_eq!(tree.last_at_or_below(probe), want, "n {n} probe {probe}");
+                assert_eq!(index.class_at(probe) as usize, want, "n {n} probe {probe}");
             }
-            assert_eq!(tree.last_at_or_below(u32::MAX), n - 1);
+            assert_eq!(index.class_at(u32::MAX) as usize, n - 1);
         }
     }
 
     #[test]
     fn search_index_handles_the_whole_u128_space() {
         let keys: Vec<u128> = vec![0, 5, u128::MAX / 2, u128::MAX - 1];
-        let tree = SearchTree::new(keys.clone());
+        let index = numbered(&keys);
         for (probe, want) in [
             (0, 0),
             (4, 0),
@@ -312,7 +357,7 @@ mod tests {
             (u128::MAX - 2, 2),
             (u128::MAX, 3),
         ] {
-            assert_eq!(tree.last_at_or_below(probe), want, "probe {probe}");
+            assert_eq!(index.class_at(probe), want, "probe {probe}");
         }
     }
 

@@ -188,6 +188,11 @@ impl AddressMap {
         }
     }
 
+    /// How many address intervals the map holds, in both families.
+    pub fn intervals(&self) -> usize {
+        self.v4.intervals() + self.v6.intervals()
+    }
+
     #[inline]
     pub fn class_of(&self, ip: IpAddr) -> u32 {
         match ip {

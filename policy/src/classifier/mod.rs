@@ -111,10 +111,68 @@ impl PortClass {
         best
     }
 
+    /// A measure of its size: one, plus its pod groups and address intervals.
+    pub(crate) fn entries(&self) -> usize {
+        1 + self.pods.as_ref().map_or(0, |p| p.by_group.len())
+            + self.addresses.as_ref().map_or(0, |a| a.map.intervals())
+    }
+
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<PortClass>()
             + self.pods.as_ref().map_or(0, GroupFirst::heap_bytes)
             + self.addresses.as_ref().map_or(0, AddressFirst::heap_bytes)
+    }
+}
+
+/// The slots that match every port of a protocol (no port condition, a full port range, Calico's
+/// `notProtocol`), kept apart from the port classes: a class per protocol some slot names, and
+/// one for every other protocol.
+#[derive(Debug)]
+pub(crate) struct WideClasses {
+    pub(crate) by_protocol: Vec<(Protocol, PortClass)>,
+    pub(crate) other: Option<PortClass>,
+}
+
+impl WideClasses {
+    /// The class for `protocol`, if any slot matches it.
+    #[inline]
+    pub(crate) fn class(&self, protocol: Protocol) -> Option<&PortClass> {
+        self.by_protocol
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|(_, class)| class)
+            .or(self.other.as_ref())
+    }
+
+    #[inline]
+    fn first(&self, group: Option<u32>, peer: IpAddr, protocol: Protocol) -> u32 {
+        self.class(protocol)
+            .map_or(NONE, |class| class.first(group, peer))
+    }
+
+    fn classes(&self) -> impl Iterator<Item = &PortClass> {
+        self.by_protocol
+            .iter()
+            .map(|(_, class)| class)
+            .chain(&self.other)
+    }
+
+    /// The size of the port classes if these slots were folded into them (see
+    /// [`PortClass::entries`]), from the port map's classes per protocol.
+    pub(crate) fn folded_entries(&self, ports: &PortMap) -> usize {
+        let copies: usize = ports
+            .classes_per_protocol()
+            .map(|(protocol, classes)| classes * self.class(protocol).map_or(0, PortClass::entries))
+            .sum();
+        copies + self.classes().map(PortClass::entries).sum::<usize>()
+    }
+
+    pub(crate) fn needs_group(&self) -> bool {
+        self.classes().any(|class| class.pods.is_some())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.classes().map(PortClass::heap_bytes).sum::<usize>() + self.by_protocol.len() * 8
     }
 }
 
@@ -169,10 +227,11 @@ pub struct Table {
     /// Slot → the rule it came from and what that rule does.
     pub(crate) slots: Vec<(RuleRef, Action)>,
     /// Per (protocol, port) class, the first slot for each kind of peer condition. Unless
-    /// `unported` is set, the slots without a port condition are folded into every class.
+    /// `wide` is set, the slots matching every port of a protocol are folded into every class.
     pub(crate) ports: (PortMap, Vec<PortClass>),
-    /// Slots without a port condition, when there were too many to fold into every port class.
-    pub(crate) unported: Option<PortClass>,
+    /// Slots matching every port of a protocol, when there were too many to fold into every
+    /// port class.
+    pub(crate) wide: Option<WideClasses>,
     pub(crate) mixed: Vec<MixedSlot>,
     /// Whether any slot looks at the peer's pod group.
     pub(crate) needs_group: bool,
@@ -190,8 +249,8 @@ impl Table {
     ) -> Option<u32> {
         let (map, classes) = &self.ports;
         let mut best = classes[map.class_of(protocol, port) as usize].first(group, peer);
-        if let Some(unported) = &self.unported {
-            best = best.min(unported.first(group, peer));
+        if let Some(wide) = &self.wide {
+            best = best.min(wide.first(group, peer, protocol));
         }
         for mixed in &self.mixed {
             if mixed.slot >= best {
@@ -210,7 +269,7 @@ impl Table {
         self.slots.len() * std::mem::size_of::<(RuleRef, Action)>()
             + map.heap_bytes()
             + classes.iter().map(PortClass::heap_bytes).sum::<usize>()
-            + self.unported.as_ref().map_or(0, PortClass::heap_bytes)
+            + self.wide.as_ref().map_or(0, WideClasses::heap_bytes)
             + self
                 .mixed
                 .iter()
@@ -433,6 +492,78 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy with `wide` rules over every TCP port (each from its own /24) after rules on 40
+    /// single ports, and one rule for every protocol.
+    fn wide_and_narrow_policy(wide: usize) -> String {
+        let mut text = String::from(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\n\
+             spec:\n  selector: all()\n  types: [Ingress]\n  ingress:\n",
+        );
+        for port in 0..40 {
+            text += &format!(
+                "  - action: Allow\n    protocol: TCP\n    source: {{nets: [\"10.1.{port}.0/24\"]}}\n    \
+                 destination: {{ports: [{}]}}\n",
+                8000 + port * 2
+            );
+        }
+        for i in 0..wide {
+            text += &format!(
+                "  - action: Deny\n    protocol: TCP\n    source: {{nets: [\"10.2.{}.0/24\"]}}\n",
+                i % 250
+            );
+        }
+        text += "  - action: Allow\n    source: {nets: [\"10.3.0.0/16\"]}\n";
+        text += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  namespace: n\n\
+                 status:\n  podIP: 10.0.0.1\n";
+        text
+    }
+
+    fn wide_classes_of(classifier: &Classifier) -> bool {
+        classifier.chains[0].tiers[0].rules.wide.is_some()
+    }
+
+    #[test]
+    fn rules_over_every_port_fold_into_port_classes_within_the_budget_only() {
+        let cluster = Arc::new(
+            crate::load(&[crate::Source::new("p.yaml", wide_and_narrow_policy(200))])
+                .expect("a valid policy"),
+        );
+        let compile = |fold_budget| {
+            Classifier::compile_with(
+                Arc::clone(&cluster),
+                crate::compile::CompileOptions { fold_budget },
+            )
+        };
+        let (folded, apart) = (compile(usize::MAX), compile(0));
+        assert!(!wide_classes_of(&folded));
+        assert!(wide_classes_of(&apart));
+        // Apart, the 200 wide rules are not copied into each of the ~80 port classes.
+        assert!(apart.heap_bytes() * 4 < folded.heap_bytes());
+        assert!(!wide_classes_of(&Classifier::compile(Arc::clone(&cluster))));
+
+        let pod = cluster.inventory.pod_id("n", "a").expect("the pod");
+        for (peer, port) in [
+            ("10.1.3.7", 8006),
+            ("10.1.3.7", 8007),
+            ("10.2.7.1", 8006),
+            ("10.2.7.1", 443),
+            ("10.3.1.1", 9),
+            ("10.9.9.9", 8000),
+        ] {
+            let peer: IpAddr = peer.parse().expect("an address");
+            for protocol in [Protocol::TCP, Protocol::UDP] {
+                let decide =
+                    |c: &Classifier| c.decide(pod, Direction::Ingress, peer, protocol, port);
+                assert_eq!(
+                    decide(&folded),
+                    decide(&apart),
+                    "{peer} {protocol:?} {port}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn classifier_is_send_and_sync() {

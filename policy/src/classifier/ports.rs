@@ -72,6 +72,16 @@ impl PortMap {
             .map_or(self.other, |(_, map)| map.class_of(u32::from(port)))
     }
 
+    /// Each protocol with port intervals, and how many distinct classes its ports fall in.
+    pub fn classes_per_protocol(&self) -> impl Iterator<Item = (Protocol, usize)> + '_ {
+        self.by_protocol.iter().map(|(protocol, map)| {
+            let mut classes: Vec<u32> = map.classes().collect();
+            classes.sort_unstable();
+            classes.dedup();
+            (*protocol, classes.len())
+        })
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.by_protocol
             .iter()
