@@ -99,7 +99,7 @@ pub(crate) struct PortClass {
 }
 
 impl PortClass {
-    #[inline]
+    #[inline(always)]
     fn first(&self, group: Option<u32>, peer: IpAddr) -> u32 {
         let mut best = self.any_peer;
         if let Some(pods) = &self.pods {
