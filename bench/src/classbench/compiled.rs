@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use policy::compile::CompileOptions;
 use policy::{Classifier, Source};
 
 use super::check::Target;
@@ -31,6 +32,11 @@ pub struct Built {
 /// Converts `rules` into the GlobalNetworkPolicy for list `list` (e.g. `acl1_1000`), loads it
 /// with its Namespace and Pod, and compiles it.
 pub fn build(list: &str, rules: &[ClassBenchRule]) -> Result<Built> {
+    build_with(list, rules, CompileOptions::default())
+}
+
+/// [`build`] with the compiler's options given.
+pub fn build_with(list: &str, rules: &[ClassBenchRule], options: CompileOptions) -> Result<Built> {
     let started = Instant::now();
     let conversion = convert(rules).with_context(|| format!("converting {list}"))?;
     let name = policy_name(list);
@@ -58,7 +64,7 @@ pub fn build(list: &str, rules: &[ClassBenchRule]) -> Result<Built> {
     };
 
     let started = Instant::now();
-    let classifier = Classifier::compile(Arc::new(cluster));
+    let classifier = Classifier::compile_with(Arc::new(cluster), options);
     let compile = started.elapsed();
     Ok(Built {
         conversion,

@@ -48,7 +48,7 @@ pub mod parse;
 pub mod scan;
 
 pub use check::{check, Checked, Target};
-pub use compiled::{build, Built};
+pub use compiled::{build, build_with, Built};
 pub use convert::{convert, Action, CalicoRule, Conversion};
 pub use headers::sample_headers;
 pub use parse::{ClassBenchRule, Header};

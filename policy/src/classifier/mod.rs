@@ -315,6 +315,9 @@ impl Chain {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
     pub tables: usize,
+    /// Tables whose rules over every port of a protocol have classes of their own, because
+    /// folding them into each port class would have outgrown `CompileOptions::fold_budget`.
+    pub unfolded_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -435,6 +438,18 @@ impl Classifier {
         }
     }
 
+    /// Whether a table deciding for `pod` in `direction` keeps the rules over every port of a
+    /// protocol apart from its port classes (see [`Stats::unfolded_tables`]).
+    pub fn unfolded(&self, pod: PodId, direction: Direction) -> bool {
+        match self.chains_of_pod[pod as usize][direction.index()] {
+            NO_TABLE => false,
+            c => self.chains[c as usize]
+                .tiers
+                .iter()
+                .any(|t| t.rules.wide.is_some()),
+        }
+    }
+
     /// Whether `pod` is isolated in `direction` and, if so, by which policies.
     pub fn selecting_policies(&self, pod: PodId, direction: Direction) -> &[u32] {
         match self.chains_of_pod[pod as usize][direction.index()] {
@@ -468,6 +483,12 @@ impl Classifier {
     pub fn stats(&self) -> Stats {
         Stats {
             tables: self.chains.iter().map(|c| c.tiers.len()).sum(),
+            unfolded_tables: self
+                .chains
+                .iter()
+                .flat_map(|c| &c.tiers)
+                .filter(|t| t.rules.wide.is_some())
+                .count(),
             slots: self
                 .chains
                 .iter()
@@ -521,7 +542,7 @@ mod tests {
     }
 
     fn wide_classes_of(classifier: &Classifier) -> bool {
-        classifier.chains[0].tiers[0].rules.wide.is_some()
+        classifier.stats().unfolded_tables == 1
     }
 
     #[test]
