@@ -205,12 +205,12 @@ impl<'a> PodIndex<'a> {
 /// Knobs of the compiler that trade memory for lookup speed.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
-    /// How large (in pod groups and address intervals over all port classes) a table may grow
-    /// by folding the rules that match every port of a protocol into each port class of the
-    /// protocol. Past it, those rules get classes of their own: one more group lookup and
-    /// address search per packet, but no copies. The default (128k, about 2 MiB) keeps a
-    /// folded table within the caches; the ClassBench section of BENCHMARKS.md compares the
-    /// two layouts.
+    /// How large (in pod groups and address ranges over all port classes) a table may grow by
+    /// folding the rules that match every port of a protocol into each port class of the
+    /// protocol. Past it, those rules are kept apart, in classes of their own: one more group
+    /// lookup and address search per packet, but no copies. The default (256k, a few MiB) keeps
+    /// a folded table within the caches; `classbench_layouts` in the bench crate measures both
+    /// layouts (BENCHMARKS.md, ClassBench).
     pub fold_budget: usize,
 }
 
@@ -1033,17 +1033,30 @@ impl TableBuilder<'_> {
             .copied()
             .filter(|(r, _)| !is_wide(r))
             .collect();
-        let wide: Vec<(Protocol, u32)> = with_ports
+        let wide_ranges: Vec<(Protocol, u32)> = with_ports
             .iter()
             .filter(|(r, _)| is_wide(r))
             .map(|&(r, slot)| (r.protocol, slot))
             .collect();
-        let build_class = |slots: &[u32]| -> PortClass {
+        // A class's size before its ranges merge: pod groups and address ranges of its slots.
+        let entries = |slots: &[u32]| -> usize {
+            slots
+                .iter()
+                .map(|&s| match &conditions[s as usize] {
+                    Some(PeerCondition::Pods {
+                        groups: Some(groups),
+                        ..
+                    }) => groups.len(),
+                    Some(PeerCondition::Addresses(ranges)) => ranges.len(),
+                    _ => 1,
+                })
+                .fold(0, usize::saturating_add)
+        };
+        let build_class = |mut slots: Vec<u32>| -> PortClass {
             let mut any_peer = NONE;
             let mut pods = GroupFirstBuilder::default();
             let mut addresses: Vec<(AddressRange, u32)> = Vec::new();
             // Ascending slot order: the group builder keeps the first slot per group.
-            let mut slots = slots.to_vec();
             slots.sort_unstable();
             slots.dedup();
             for slot in slots {
@@ -1066,26 +1079,43 @@ impl TableBuilder<'_> {
                 addresses: address_first(&addresses),
             }
         };
-        let build_classes = |classes: Vec<Vec<u32>>, folded: &[u32]| -> Vec<PortClass> {
-            classes
-                .iter()
-                .map(|class| build_class(&[class.as_slice(), folded].concat()))
-                .collect()
-        };
 
+        // The wide slots' classes are few and small, so they are built to measure what folding
+        // them would copy (their ranges merged, as the copies would be); the port classes are
+        // only counted.
         let mut interner = ClassInterner::default();
-        let mut map = PortMap::build(&narrow, &[], &mut interner);
-        let mut port_classes = build_classes(interner.into_classes(), &[]);
-        let mut wide = (!wide.is_empty() || !all_but.is_empty() || !unported.is_empty())
-            .then(|| wide_classes(&wide, &all_but, &unported, build_class));
-        let folded_entries = wide.as_ref().map_or(0, |w| w.folded_entries(&map))
-            + port_classes.iter().map(PortClass::entries).sum::<usize>();
-        if wide.is_some() && folded_entries <= self.options.fold_budget {
-            let mut interner = ClassInterner::default();
-            map = PortMap::build(&with_ports, &all_but, &mut interner);
-            port_classes = build_classes(interner.into_classes(), &unported);
-            wide = None;
-        }
+        let narrow_map = PortMap::build(&narrow, &[], &mut interner);
+        let narrow_classes = interner.into_classes();
+        let wide = (!wide_ranges.is_empty() || !all_but.is_empty() || !unported.is_empty())
+            .then(|| wide_classes(&wide_ranges, &all_but, &unported, build_class));
+        let folded_entries = wide
+            .as_ref()
+            .map_or(0, |w| w.folded_entries(&narrow_map))
+            .saturating_add(
+                narrow_classes
+                    .iter()
+                    .map(|c| entries(c))
+                    .fold(0, usize::saturating_add),
+            );
+        let (map, port_classes, wide) = match wide {
+            Some(_) if folded_entries <= self.options.fold_budget => {
+                let mut interner = ClassInterner::default();
+                let map = PortMap::build(&with_ports, &all_but, &mut interner);
+                let classes: Vec<PortClass> = interner
+                    .into_classes()
+                    .into_iter()
+                    .map(|mut class| {
+                        class.extend_from_slice(&unported);
+                        build_class(class)
+                    })
+                    .collect();
+                (map, classes, None)
+            }
+            wide => {
+                let classes = narrow_classes.into_iter().map(build_class).collect();
+                (narrow_map, classes, wide)
+            }
+        };
 
         let needs_group = !mixed.is_empty()
             || port_classes.iter().any(|c| c.pods.is_some())
@@ -1181,14 +1211,13 @@ impl GroupFirstBuilder {
     }
 }
 
-/// The first slot for every address class of `ranges`, if there are any.
 /// The classes of the slots that match every port of a protocol: `wide` (protocol, slot) pairs,
 /// `all_but` slots matching every protocol but one, and `unported` slots matching every protocol.
 fn wide_classes(
     wide: &[(Protocol, u32)],
     all_but: &[(Protocol, u32)],
     unported: &[u32],
-    build_class: impl Fn(&[u32]) -> PortClass,
+    build_class: impl Fn(Vec<u32>) -> PortClass,
 ) -> WideClasses {
     let mut protocols: Vec<Protocol> = wide.iter().chain(all_but).map(|&(p, _)| p).collect();
     protocols.sort_unstable();
@@ -1211,12 +1240,13 @@ fn wide_classes(
     WideClasses {
         by_protocol: protocols
             .into_iter()
-            .map(|p| (p, build_class(&slots_for(Some(p)))))
+            .map(|p| (p, build_class(slots_for(Some(p)))))
             .collect(),
-        other: (!other.is_empty()).then(|| build_class(&other)),
+        other: (!other.is_empty()).then(|| build_class(other)),
     }
 }
 
+/// The first slot for every address class of `ranges`, if there are any.
 fn address_first(ranges: &[(AddressRange, u32)]) -> Option<AddressFirst> {
     (!ranges.is_empty()).then(|| AddressFirst {
         map: AddressMap::first_slots(ranges, NONE),

@@ -60,11 +60,6 @@ impl ClassInterner {
         id
     }
 
-    /// How many classes there are.
-    pub fn count(&self) -> usize {
-        self.classes.len()
-    }
-
     /// The slot sets, indexed by class.
     pub fn into_classes(self) -> Vec<Vec<u32>> {
         self.classes
@@ -91,7 +86,6 @@ impl<K: Key> Default for Intervals<K> {
 /// Where an interval starts, and its class: side by side, so that the search ends on the line
 /// that holds the answer instead of loading it from a second array.
 #[derive(Debug, Clone, Copy)]
-#[repr(C)]
 struct Step<K> {
     start: K,
     class: u32,

@@ -229,8 +229,8 @@ pub struct Table {
     /// Per (protocol, port) class, the first slot for each kind of peer condition. Unless
     /// `wide` is set, the slots matching every port of a protocol are folded into every class.
     pub(crate) ports: (PortMap, Vec<PortClass>),
-    /// Slots matching every port of a protocol, when there were too many to fold into every
-    /// port class.
+    /// Slots matching every port of a protocol, kept apart when there were too many to fold
+    /// into every port class.
     pub(crate) wide: Option<WideClasses>,
     pub(crate) mixed: Vec<MixedSlot>,
     /// Whether any slot looks at the peer's pod group.
@@ -315,9 +315,10 @@ impl Chain {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
     pub tables: usize,
-    /// Tables whose rules over every port of a protocol have classes of their own, because
-    /// folding them into each port class would have outgrown `CompileOptions::fold_budget`.
-    pub unfolded_tables: usize,
+    /// Tables (deciding or Log) whose rules over every port of a protocol are kept apart in
+    /// classes of their own, because folding them into each port class would have outgrown
+    /// `CompileOptions::fold_budget`.
+    pub apart_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -438,15 +439,16 @@ impl Classifier {
         }
     }
 
-    /// Whether a table deciding for `pod` in `direction` keeps the rules over every port of a
-    /// protocol apart from its port classes (see [`Stats::unfolded_tables`]).
-    pub fn unfolded(&self, pod: PodId, direction: Direction) -> bool {
+    /// Whether a table (deciding or Log) for `pod` in `direction` keeps the rules over every
+    /// port of a protocol apart from its port classes (see [`Stats::apart_tables`]).
+    pub fn is_apart(&self, pod: PodId, direction: Direction) -> bool {
         match self.chains_of_pod[pod as usize][direction.index()] {
             NO_TABLE => false,
             c => self.chains[c as usize]
                 .tiers
                 .iter()
-                .any(|t| t.rules.wide.is_some()),
+                .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
+                .any(|table| table.wide.is_some()),
         }
     }
 
@@ -483,11 +485,12 @@ impl Classifier {
     pub fn stats(&self) -> Stats {
         Stats {
             tables: self.chains.iter().map(|c| c.tiers.len()).sum(),
-            unfolded_tables: self
+            apart_tables: self
                 .chains
                 .iter()
                 .flat_map(|c| &c.tiers)
-                .filter(|t| t.rules.wide.is_some())
+                .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
+                .filter(|table| table.wide.is_some())
                 .count(),
             slots: self
                 .chains
@@ -541,8 +544,8 @@ mod tests {
         text
     }
 
-    fn wide_classes_of(classifier: &Classifier) -> bool {
-        classifier.stats().unfolded_tables == 1
+    fn is_apart(classifier: &Classifier) -> bool {
+        classifier.stats().apart_tables == 1
     }
 
     #[test]
@@ -558,11 +561,11 @@ mod tests {
             )
         };
         let (folded, apart) = (compile(usize::MAX), compile(0));
-        assert!(!wide_classes_of(&folded));
-        assert!(wide_classes_of(&apart));
+        assert!(!is_apart(&folded));
+        assert!(is_apart(&apart));
         // Apart, the 200 wide rules are not copied into each of the ~80 port classes.
         assert!(apart.heap_bytes() * 4 < folded.heap_bytes());
-        assert!(!wide_classes_of(&Classifier::compile(Arc::clone(&cluster))));
+        assert!(!is_apart(&Classifier::compile(Arc::clone(&cluster))));
 
         let pod = cluster.inventory.pod_id("n", "a").expect("the pod");
         for (peer, port) in [

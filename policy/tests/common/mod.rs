@@ -102,9 +102,12 @@ pub fn compare(text: &str, packets: &[(Protocol, u16)]) -> Result<(), TestCaseEr
         Ok(c) => Arc::new(c),
         Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
     };
-    // Both table layouts: rules without ports folded into every port class, and kept apart.
-    let folded = Classifier::compile(Arc::clone(&cluster));
-    let apart = Classifier::compile_with(Arc::clone(&cluster), CompileOptions { fold_budget: 0 });
+    // Both table layouts: rules over every port of a protocol folded into each port class, and
+    // kept apart in classes of their own.
+    let layout = |fold_budget| {
+        Classifier::compile_with(Arc::clone(&cluster), CompileOptions { fold_budget })
+    };
+    let (folded, apart) = (layout(usize::MAX), layout(0));
     let mut peers: Vec<IpAddr> = cluster
         .inventory
         .pods
@@ -127,8 +130,6 @@ pub fn compare(text: &str, packets: &[(Protocol, u16)]) -> Result<(), TestCaseEr
             for &peer in &peers {
                 for &(protocol, port) in packets {
                     let want = reference::decide(&cluster, pod, direction, peer, protocol, port);
-                    let unfolded = apart.decide(pod, direction, peer, protocol, port);
-                    prop_assert_eq!(unfolded, want, "with rules without ports kept apart");
                     let got = folded.decide(pod, direction, peer, protocol, port);
                     let context = || {
                         format!(
@@ -141,11 +142,15 @@ pub fn compare(text: &str, packets: &[(Protocol, u16)]) -> Result<(), TestCaseEr
                             text
                         )
                     };
-                    prop_assert_eq!(got, want, "{}", context());
-                    let logged = folded.logged(pod, direction, peer, protocol, port);
+                    prop_assert_eq!(got, want, "folded: {}", context());
+                    let got = apart.decide(pod, direction, peer, protocol, port);
+                    prop_assert_eq!(got, want, "apart: {}", context());
                     let want_logged =
                         reference::logged(&cluster, pod, direction, peer, protocol, port);
-                    prop_assert_eq!(logged, want_logged, "logged: {}", context());
+                    let logged = folded.logged(pod, direction, peer, protocol, port);
+                    prop_assert_eq!(logged, want_logged, "logged, folded: {}", context());
+                    let logged = apart.logged(pod, direction, peer, protocol, port);
+                    prop_assert_eq!(logged, want_logged, "logged, apart: {}", context());
                 }
             }
         }
