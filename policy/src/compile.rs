@@ -205,12 +205,12 @@ impl<'a> PodIndex<'a> {
 /// Knobs of the compiler that trade memory for lookup speed.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
-    /// How large (in pod groups and address ranges over all port classes) a table may grow by
-    /// folding the rules that match every port of a protocol into each port class of the
-    /// protocol. Past it, those rules are kept apart, in classes of their own: one more group
-    /// lookup and address search per packet, but no copies. The default (256k, a few MiB) keeps
-    /// a folded table within the caches; `classbench_layouts` in the bench crate measures both
-    /// layouts (BENCHMARKS.md, ClassBench).
+    /// How much (in pod groups and address intervals) a table may grow by folding the rules
+    /// that match every port of a protocol into each port class of the protocol. Past it, those
+    /// rules are kept apart, in classes of their own: one more group lookup and address search
+    /// per packet, but no copies. The default (256k, a few MiB of copies) keeps a folded table
+    /// within the caches; `classbench_layouts` in the bench crate measures both layouts
+    /// (BENCHMARKS.md, ClassBench).
     pub fold_budget: usize,
 }
 
@@ -1038,20 +1038,6 @@ impl TableBuilder<'_> {
             .filter(|(r, _)| is_wide(r))
             .map(|&(r, slot)| (r.protocol, slot))
             .collect();
-        // A class's size before its ranges merge: pod groups and address ranges of its slots.
-        let entries = |slots: &[u32]| -> usize {
-            slots
-                .iter()
-                .map(|&s| match &conditions[s as usize] {
-                    Some(PeerCondition::Pods {
-                        groups: Some(groups),
-                        ..
-                    }) => groups.len(),
-                    Some(PeerCondition::Addresses(ranges)) => ranges.len(),
-                    _ => 1,
-                })
-                .fold(0, usize::saturating_add)
-        };
         let build_class = |mut slots: Vec<u32>| -> PortClass {
             let mut any_peer = NONE;
             let mut pods = GroupFirstBuilder::default();
@@ -1080,25 +1066,16 @@ impl TableBuilder<'_> {
             }
         };
 
-        // The wide slots' classes are few and small, so they are built to measure what folding
-        // them would copy (their ranges merged, as the copies would be); the port classes are
-        // only counted.
+        // The wide slots' classes are few and small: they are built first, to measure what
+        // folding would copy into the port classes (their ranges merged, as the copies would be).
         let mut interner = ClassInterner::default();
         let narrow_map = PortMap::build(&narrow, &[], &mut interner);
         let narrow_classes = interner.into_classes();
         let wide = (!wide_ranges.is_empty() || !all_but.is_empty() || !unported.is_empty())
             .then(|| wide_classes(&wide_ranges, &all_but, &unported, build_class));
-        let folded_entries = wide
-            .as_ref()
-            .map_or(0, |w| w.folded_entries(&narrow_map))
-            .saturating_add(
-                narrow_classes
-                    .iter()
-                    .map(|c| entries(c))
-                    .fold(0, usize::saturating_add),
-            );
+        let copies = wide.as_ref().map_or(0, |w| w.copies(&narrow_map));
         let (map, port_classes, wide) = match wide {
-            Some(_) if folded_entries <= self.options.fold_budget => {
+            Some(_) if copies <= self.options.fold_budget => {
                 let mut interner = ClassInterner::default();
                 let map = PortMap::build(&with_ports, &all_but, &mut interner);
                 let classes: Vec<PortClass> = interner

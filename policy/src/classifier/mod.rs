@@ -157,14 +157,15 @@ impl WideClasses {
             .chain(&self.other)
     }
 
-    /// The size of the port classes if these slots were folded into them (see
-    /// [`PortClass::entries`]), from the port map's classes per protocol.
-    pub(crate) fn folded_entries(&self, ports: &PortMap) -> usize {
-        let copies: usize = ports
+    /// How much folding these slots into the port classes of `ports` would copy (see
+    /// [`PortClass::entries`]): each protocol's class once per port class of the protocol.
+    pub(crate) fn copies(&self, ports: &PortMap) -> usize {
+        ports
             .classes_per_protocol()
-            .map(|(protocol, classes)| classes * self.class(protocol).map_or(0, PortClass::entries))
-            .sum();
-        copies + self.classes().map(PortClass::entries).sum::<usize>()
+            .map(|(protocol, classes)| {
+                classes.saturating_mul(self.class(protocol).map_or(0, PortClass::entries))
+            })
+            .fold(0, usize::saturating_add)
     }
 
     pub(crate) fn needs_group(&self) -> bool {
