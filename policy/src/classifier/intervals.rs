@@ -84,7 +84,8 @@ impl<K: Key> Default for Intervals<K> {
 }
 
 /// Where an interval starts, and its class: side by side, so that the search ends on the line
-/// that holds the answer instead of loading it from a second array.
+/// that holds the answer instead of loading it from a second array. (An IPv6 step takes 32
+/// bytes with the `u128`'s alignment, against 20 in two arrays: IPv6 maps are the smaller ones.)
 #[derive(Debug, Clone, Copy)]
 struct Step<K> {
     start: K,
