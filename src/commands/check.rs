@@ -60,6 +60,15 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                 stats.pod_groups,
                 stats.selector_terms
             );
+            if stats.apart_tables > 0 {
+                // Too many rules over every port to copy into each port class: such a table
+                // costs a second address search per lookup (BENCHMARKS.md, ClassBench).
+                println!(
+                    "{} table(s) keep their rules over every port of a protocol apart from the \
+                     port classes (too many to copy into each)",
+                    stats.apart_tables
+                );
+            }
             print!("classifier memory: {}", human_bytes(stats.heap_bytes));
             match peak_rss {
                 Some(rss) => println!(" (process peak RSS {})", human_bytes(rss)),
