@@ -302,13 +302,15 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Every table of the chain, deciding and Log.
+    fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tiers
+            .iter()
+            .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
+    }
+
     fn heap_bytes(&self) -> usize {
-        self.policies.len() * 4
-            + self
-                .tiers
-                .iter()
-                .map(|t| t.rules.heap_bytes() + t.log.as_ref().map_or(0, Table::heap_bytes))
-                .sum::<usize>()
+        self.policies.len() * 4 + self.tables().map(Table::heap_bytes).sum::<usize>()
     }
 }
 
@@ -355,11 +357,7 @@ impl Classifier {
         direction: Direction,
         peer: IpAddr,
     ) -> Option<(&Chain, Option<u32>)> {
-        let chain = self.chains_of_pod[pod as usize][direction.index()];
-        if chain == NO_TABLE {
-            return None;
-        }
-        let chain = &self.chains[chain as usize];
+        let chain = self.chain(pod, direction)?;
         let group = if chain.needs_group {
             self.group_of(peer)
         } else {
@@ -443,21 +441,22 @@ impl Classifier {
     /// Whether a table (deciding or Log) for `pod` in `direction` keeps the rules over every
     /// port of a protocol apart from its port classes (see [`Stats::apart_tables`]).
     pub fn is_apart(&self, pod: PodId, direction: Direction) -> bool {
-        match self.chains_of_pod[pod as usize][direction.index()] {
-            NO_TABLE => false,
-            c => self.chains[c as usize]
-                .tiers
-                .iter()
-                .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
-                .any(|table| table.wide.is_some()),
-        }
+        self.chain(pod, direction)
+            .is_some_and(|chain| chain.tables().any(|table| table.wide.is_some()))
     }
 
     /// Whether `pod` is isolated in `direction` and, if so, by which policies.
     pub fn selecting_policies(&self, pod: PodId, direction: Direction) -> &[u32] {
+        self.chain(pod, direction)
+            .map_or(&[], |chain| chain.policies.as_slice())
+    }
+
+    /// The chain deciding for `pod` in `direction`, if any policy applies.
+    #[inline]
+    fn chain(&self, pod: PodId, direction: Direction) -> Option<&Chain> {
         match self.chains_of_pod[pod as usize][direction.index()] {
-            NO_TABLE => &[],
-            c => &self.chains[c as usize].policies,
+            NO_TABLE => None,
+            c => Some(&self.chains[c as usize]),
         }
     }
 
@@ -489,8 +488,7 @@ impl Classifier {
             apart_tables: self
                 .chains
                 .iter()
-                .flat_map(|c| &c.tiers)
-                .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
+                .flat_map(Chain::tables)
                 .filter(|table| table.wide.is_some())
                 .count(),
             slots: self
