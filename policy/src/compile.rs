@@ -9,7 +9,7 @@
 //! side's conditions (`destination` on ingress, `source` on egress) hold or not per endpoint and
 //! address family, so they are decided when the endpoint's table is built.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -50,43 +50,176 @@ enum PodPart {
     Any,
     /// Any pod, but no other address.
     AllPods,
-    /// Pods satisfying every atom of `all` and not the atom `none`. With `all` empty, addresses
-    /// of no pod satisfy it too (Calico's `notSelector` alone).
-    Pods { all: Vec<u32>, none: Option<u32> },
+    /// Pods satisfying every atom of `all` and none of `none`, and, if `external`, addresses of
+    /// no pod (Calico's `notSelector` alone; a named port in `notPorts`, which no such address
+    /// has).
+    Pods {
+        all: Vec<u32>,
+        none: Vec<u32>,
+        external: bool,
+    },
 }
 
 impl PodPart {
     fn atoms(all: Vec<u32>) -> PodPart {
-        PodPart::Pods { all, none: None }
+        PodPart::Pods {
+            all,
+            none: Vec::new(),
+            external: false,
+        }
     }
 
-    /// The same part, also requiring `atom`.
+    /// The same part, also requiring `atom` (which only pods satisfy).
     fn and(&self, atom: u32) -> PodPart {
         match self {
             PodPart::Any | PodPart::AllPods => PodPart::atoms(vec![atom]),
-            PodPart::Pods { all, none } => {
-                let mut all = all.clone();
-                all.push(atom);
-                all.sort_unstable();
-                all.dedup();
-                PodPart::Pods { all, none: *none }
-            }
+            PodPart::Pods { all, none, .. } => PodPart::Pods {
+                all: sorted_with(all, atom),
+                none: none.clone(),
+                external: false,
+            },
         }
     }
+
+    /// The same part, without the pods satisfying `atom`.
+    fn and_not(&self, atom: u32) -> PodPart {
+        match self {
+            PodPart::Any => PodPart::Pods {
+                all: Vec::new(),
+                none: vec![atom],
+                external: true,
+            },
+            PodPart::AllPods => PodPart::Pods {
+                all: Vec::new(),
+                none: vec![atom],
+                external: false,
+            },
+            PodPart::Pods {
+                all,
+                none,
+                external,
+            } => PodPart::Pods {
+                all: all.clone(),
+                none: sorted_with(none, atom),
+                external: *external,
+            },
+        }
+    }
+}
+
+fn sorted_with(atoms: &[u32], atom: u32) -> Vec<u32> {
+    let mut atoms = atoms.to_vec();
+    atoms.push(atom);
+    atoms.sort_unstable();
+    atoms.dedup();
+    atoms
 }
 
 #[derive(Debug, Clone)]
 enum PortTerm {
     Range(PortRange),
-    /// Resolved against the selected pod when its table is built (ingress named ports), unless
-    /// the number falls in one of the `excluded` ranges (Calico `notPorts`).
-    NamedOnEndpoint {
-        name: String,
+    /// Resolved on the selected pod when its table is built: `port` (a range or one of the
+    /// pod's named ports) less the `excluded` ports (Calico `notPorts`, ranges or the pod's
+    /// named ports). Ingress only, where the destination is the selected pod.
+    OnEndpoint {
+        port: CalicoPort,
         protocol: Protocol,
-        excluded: Vec<(u16, u16)>,
+        excluded: Vec<CalicoPort>,
     },
     /// Every port of every protocol but this one (Calico `notProtocol`).
     AllBut(Protocol),
+}
+
+/// A port condition that holds only for some peers: `range` where the peer is a pod with the
+/// atom `with` (an egress named port) and none of the atoms `without` (egress named ports in
+/// `notPorts` that stand for a number of `range` on some pods).
+#[derive(Debug, Clone)]
+struct PeerPort {
+    with: Option<u32>,
+    without: Vec<u32>,
+    range: PortRange,
+}
+
+/// `start..=end` less the `holes`, as ranges.
+fn ports_minus(start: u16, end: u16, holes: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let holes = holes
+        .iter()
+        .map(|&(a, b)| (u128::from(a), u128::from(b)))
+        .collect();
+    subtract(start.into(), end.into(), holes)
+        .into_iter()
+        .map(|(a, b)| (a as u16, b as u16))
+        .collect()
+}
+
+/// The numeric ports and ranges of a list.
+fn numeric_ranges(ports: &[CalicoPort]) -> Vec<(u16, u16)> {
+    ports
+        .iter()
+        .filter_map(|p| match p {
+            CalicoPort::Range(a, b) => Some((*a, *b)),
+            CalicoPort::Named(_) => None,
+        })
+        .collect()
+}
+
+/// An ingress rule's destination ports, where the destination is the selected pod: numbers
+/// less numbers stay plain ranges; a named port on either side is resolved on the pod when its
+/// table is built.
+fn lower_ports_on_endpoint(
+    protocol: Protocol,
+    included: &[CalicoPort],
+    not_ports: &[CalicoPort],
+    plain: &mut Vec<PortTerm>,
+) {
+    let names_excluded = not_ports.iter().any(|p| matches!(p, CalicoPort::Named(_)));
+    let numbers = numeric_ranges(not_ports);
+    for port in included {
+        match port {
+            CalicoPort::Range(start, end) if !names_excluded => {
+                for (start, end) in ports_minus(*start, *end, &numbers) {
+                    plain.push(PortTerm::Range(PortRange {
+                        protocol,
+                        start,
+                        end,
+                    }));
+                }
+            }
+            _ => plain.push(PortTerm::OnEndpoint {
+                port: port.clone(),
+                protocol,
+                excluded: not_ports.to_vec(),
+            }),
+        }
+    }
+}
+
+/// An [`PortTerm::OnEndpoint`] term on `endpoint`: nothing where a named port is not the
+/// endpoint's.
+fn resolve_on_endpoint(
+    endpoint: &crate::inventory::Pod,
+    port: &CalicoPort,
+    protocol: Protocol,
+    excluded: &[CalicoPort],
+) -> Vec<PortTest> {
+    let resolve = |p: &CalicoPort| match p {
+        CalicoPort::Range(a, b) => Some((*a, *b)),
+        CalicoPort::Named(name) => endpoint.resolve_named_port(name, protocol).map(|n| (n, n)),
+    };
+    let Some((start, end)) = resolve(port) else {
+        return Vec::new();
+    };
+    let holes: Vec<(u16, u16)> = excluded.iter().filter_map(resolve).collect();
+    ports_minus(start, end, &holes)
+        .into_iter()
+        .map(|(start, end)| {
+            PortTest::Range(PortRange {
+                protocol,
+                start,
+                end,
+            })
+        })
+        .collect()
 }
 
 /// One slot-to-be: a rule restricted to one peer (and one named-port value).
@@ -306,7 +439,7 @@ impl<'a> Compiler<'a> {
         base: &Fragment,
         peers: Vec<(PodPart, Option<Vec<AddressRange>>)>,
         ports: Option<Vec<PortTerm>>,
-        named: &[(u32, PortRange)],
+        peer_ports: &[PeerPort],
     ) -> Vec<Fragment> {
         let mut fragments = Vec::new();
         for (pods, addresses) in peers {
@@ -318,11 +451,16 @@ impl<'a> Compiler<'a> {
                     ..base.clone()
                 });
             }
-            for &(atom, range) in named {
+            for peer_port in peer_ports {
+                let with = peer_port.with.map_or(pods.clone(), |atom| pods.and(atom));
+                let pods = peer_port
+                    .without
+                    .iter()
+                    .fold(with, |pods, &atom| pods.and_not(atom));
                 fragments.push(Fragment {
-                    pods: pods.and(atom),
+                    pods,
                     addresses: addresses.clone(),
-                    ports: Some(vec![PortTerm::Range(range)]),
+                    ports: Some(vec![PortTerm::Range(peer_port.range)]),
                     ..base.clone()
                 });
             }
@@ -330,15 +468,15 @@ impl<'a> Compiler<'a> {
         fragments
     }
 
-    /// The port atoms of an egress named port: one per number the name stands for on some pod
-    /// (outside `excluded`), each restricted to the pods where it does.
+    /// The numbers a named port stands for on some pod (outside `excluded`), each with the atom
+    /// of the pods where it does.
     fn named_on_peer(
         &mut self,
         name: &str,
         protocol: Protocol,
         excluded: &[(u16, u16)],
         named_values: &HashMap<(String, Protocol), BTreeSet<u16>>,
-    ) -> Vec<(u32, PortRange)> {
+    ) -> Vec<(u16, u32)> {
         named_values
             .get(&(name.to_string(), protocol))
             .into_iter()
@@ -350,14 +488,7 @@ impl<'a> Compiler<'a> {
                     protocol,
                     port: value,
                 });
-                (
-                    atom,
-                    PortRange {
-                        protocol,
-                        start: value,
-                        end: value,
-                    },
-                )
+                (value, atom)
             })
             .collect()
     }
@@ -378,7 +509,7 @@ impl<'a> Compiler<'a> {
         // Port alternatives: numeric ones share one fragment; each egress named-port value gets
         // its own, restricted to the pods where the name means that number.
         let mut plain: Vec<PortTerm> = Vec::new();
-        let mut named: Vec<(u32, PortRange)> = Vec::new();
+        let mut named: Vec<PeerPort> = Vec::new();
         for port in &spec.ports {
             match (&port.port, direction) {
                 (PortSpec::Any, _) => plain.push(PortTerm::Range(PortRange {
@@ -391,15 +522,26 @@ impl<'a> Compiler<'a> {
                     start: *start,
                     end: *end,
                 })),
-                (PortSpec::Named(name), Direction::Ingress) => {
-                    plain.push(PortTerm::NamedOnEndpoint {
-                        name: name.clone(),
-                        protocol: port.protocol,
-                        excluded: Vec::new(),
-                    })
-                }
+                (PortSpec::Named(name), Direction::Ingress) => plain.push(PortTerm::OnEndpoint {
+                    port: CalicoPort::Named(name.clone()),
+                    protocol: port.protocol,
+                    excluded: Vec::new(),
+                }),
                 (PortSpec::Named(name), Direction::Egress) => {
-                    named.extend(self.named_on_peer(name, port.protocol, &[], named_values));
+                    let protocol = port.protocol;
+                    named.extend(
+                        self.named_on_peer(name, protocol, &[], named_values)
+                            .into_iter()
+                            .map(|(value, atom)| PeerPort {
+                                with: Some(atom),
+                                without: Vec::new(),
+                                range: PortRange {
+                                    protocol,
+                                    start: value,
+                                    end: value,
+                                },
+                            }),
+                    );
                 }
             }
         }
@@ -432,69 +574,43 @@ impl<'a> Compiler<'a> {
                 end,
             })
         };
-        let ranges_minus = |start: u16, end: u16, holes: &[(u16, u16)]| -> Vec<(u16, u16)> {
-            let holes = holes
-                .iter()
-                .map(|&(a, b)| (u128::from(a), u128::from(b)))
-                .collect();
-            subtract(start.into(), end.into(), holes)
-                .into_iter()
-                .map(|(a, b)| (a as u16, b as u16))
-                .collect()
-        };
         let destination = &spec.destination;
         let mut plain: Vec<PortTerm> = Vec::new();
-        let mut named: Vec<(u32, PortRange)> = Vec::new();
+        let mut named: Vec<PeerPort> = Vec::new();
         let has_port_condition = spec.protocol.is_some() || spec.not_protocol.is_some();
         match spec.protocol {
             Some(protocol) if spec.not_protocol == Some(protocol) => return Vec::new(),
             Some(protocol) if spec.icmp.is_some() || spec.not_icmp.is_some() => {
                 let (start, end) = spec.icmp.map_or((0, u16::MAX), |m| m.range());
                 let holes: Vec<(u16, u16)> = spec.not_icmp.map(|m| m.range()).into_iter().collect();
-                for range in ranges_minus(start, end, &holes) {
+                for range in ports_minus(start, end, &holes) {
                     plain.push(full(protocol, range));
                 }
             }
             Some(protocol)
                 if !destination.ports.is_empty() || !destination.not_ports.is_empty() =>
             {
-                let excluded: Vec<(u16, u16)> = destination
-                    .not_ports
-                    .iter()
-                    .filter_map(|p| match p {
-                        CalicoPort::Range(a, b) => Some((*a, *b)),
-                        CalicoPort::Named(_) => None,
-                    })
-                    .collect();
                 let everything = [CalicoPort::Range(0, u16::MAX)];
                 let included: &[CalicoPort] = if destination.ports.is_empty() {
                     &everything
                 } else {
                     &destination.ports
                 };
-                for port in included {
-                    match (port, direction) {
-                        (CalicoPort::Range(start, end), _) => {
-                            for range in ranges_minus(*start, *end, &excluded) {
-                                plain.push(full(protocol, range));
-                            }
-                        }
-                        (CalicoPort::Named(name), Direction::Ingress) => {
-                            plain.push(PortTerm::NamedOnEndpoint {
-                                name: name.clone(),
-                                protocol,
-                                excluded: excluded.clone(),
-                            })
-                        }
-                        (CalicoPort::Named(name), Direction::Egress) => {
-                            named.extend(self.named_on_peer(
-                                name,
-                                protocol,
-                                &excluded,
-                                named_values,
-                            ));
-                        }
-                    }
+                match direction {
+                    Direction::Ingress => lower_ports_on_endpoint(
+                        protocol,
+                        included,
+                        &destination.not_ports,
+                        &mut plain,
+                    ),
+                    Direction::Egress => self.lower_ports_on_peer(
+                        protocol,
+                        included,
+                        &destination.not_ports,
+                        named_values,
+                        &mut plain,
+                        &mut named,
+                    ),
                 }
             }
             Some(protocol) => plain.push(full(protocol, (0, u16::MAX))),
@@ -555,6 +671,70 @@ impl<'a> Compiler<'a> {
         self.fragments_of(&base, vec![(pods, addresses)], ports, &named)
     }
 
+    /// An egress rule's destination ports, where the destination is the peer: its numbers
+    /// hold for every peer, except a number that a port named in `notPorts` stands for on some
+    /// pods, which holds for every peer but those pods. A named port holds for the pods where
+    /// the name stands for the number.
+    fn lower_ports_on_peer(
+        &mut self,
+        protocol: Protocol,
+        included: &[CalicoPort],
+        not_ports: &[CalicoPort],
+        named_values: &HashMap<(String, Protocol), BTreeSet<u16>>,
+        plain: &mut Vec<PortTerm>,
+        peer_ports: &mut Vec<PeerPort>,
+    ) {
+        let numbers = numeric_ranges(not_ports);
+        let mut holes: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
+        for port in not_ports {
+            if let CalicoPort::Named(name) = port {
+                for (value, atom) in self.named_on_peer(name, protocol, &numbers, named_values) {
+                    holes.entry(value).or_default().push(atom);
+                }
+            }
+        }
+        let single = |value: u16| PortRange {
+            protocol,
+            start: value,
+            end: value,
+        };
+        for port in included {
+            match port {
+                CalicoPort::Range(start, end) => {
+                    for (a, b) in ports_minus(*start, *end, &numbers) {
+                        let inside: Vec<(u16, &Vec<u32>)> =
+                            holes.range(a..=b).map(|(&v, atoms)| (v, atoms)).collect();
+                        let points: Vec<(u16, u16)> = inside.iter().map(|&(v, _)| (v, v)).collect();
+                        for (start, end) in ports_minus(a, b, &points) {
+                            plain.push(PortTerm::Range(PortRange {
+                                protocol,
+                                start,
+                                end,
+                            }));
+                        }
+                        for (value, atoms) in inside {
+                            peer_ports.push(PeerPort {
+                                with: None,
+                                without: atoms.clone(),
+                                range: single(value),
+                            });
+                        }
+                    }
+                }
+                CalicoPort::Named(name) => {
+                    for (value, atom) in self.named_on_peer(name, protocol, &numbers, named_values)
+                    {
+                        peer_ports.push(PeerPort {
+                            with: Some(atom),
+                            without: holes.get(&value).cloned().unwrap_or_default(),
+                            range: single(value),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     fn calico_pod_part(&mut self, peer: &EntityMatch, policy_namespace: &str) -> PodPart {
         let positive = peer
             .scoped_selector(policy_namespace)
@@ -568,7 +748,8 @@ impl<'a> Compiler<'a> {
         }
         PodPart::Pods {
             all: positive.into_iter().collect(),
-            none: negative,
+            none: negative.into_iter().collect(),
+            external: positive.is_none(),
         }
     }
 
@@ -813,9 +994,19 @@ impl TableBuilder<'_> {
             .iter()
             .flat_map(|&p| &self.fragments[p as usize][direction.index()])
             .flat_map(|f| f.ports.iter().flatten())
-            .filter_map(|t| match t {
-                PortTerm::NamedOnEndpoint { name, protocol, .. } => Some((name.clone(), *protocol)),
-                PortTerm::Range(_) | PortTerm::AllBut(_) => None,
+            .flat_map(|t| match t {
+                PortTerm::OnEndpoint {
+                    port,
+                    protocol,
+                    excluded,
+                } => std::iter::once(port)
+                    .chain(excluded)
+                    .filter_map(|p| match p {
+                        CalicoPort::Named(name) => Some((name.clone(), *protocol)),
+                        CalicoPort::Range(..) => None,
+                    })
+                    .collect(),
+                PortTerm::Range(_) | PortTerm::AllBut(_) => Vec::new(),
             })
             .collect();
         names.sort_unstable();
@@ -907,30 +1098,19 @@ impl TableBuilder<'_> {
                 let ports: Option<Vec<PortTest>> = fragment.ports.as_ref().map(|terms| {
                     terms
                         .iter()
-                        .filter_map(|t| match t {
-                            PortTerm::Range(r) => Some(PortTest::Range(*r)),
-                            PortTerm::AllBut(p) => Some(PortTest::AllBut(*p)),
-                            PortTerm::NamedOnEndpoint {
-                                name,
+                        .flat_map(|t| match t {
+                            PortTerm::Range(r) => vec![PortTest::Range(*r)],
+                            PortTerm::AllBut(p) => vec![PortTest::AllBut(*p)],
+                            PortTerm::OnEndpoint {
+                                port,
                                 protocol,
                                 excluded,
-                            } => endpoint
-                                .resolve_named_port(name, *protocol)
-                                .filter(|port| {
-                                    !excluded.iter().any(|&(a, b)| (a..=b).contains(port))
-                                })
-                                .map(|port| {
-                                    PortTest::Range(PortRange {
-                                        protocol: *protocol,
-                                        start: port,
-                                        end: port,
-                                    })
-                                }),
+                            } => resolve_on_endpoint(endpoint, port, *protocol, excluded),
                         })
                         .collect()
                 });
                 if ports.as_ref().is_some_and(Vec::is_empty) {
-                    continue; // only named ports this pod does not have: matches nothing
+                    continue; // only named ports this pod does not have, or all excluded
                 }
                 let families = match fragment.local {
                     None => fragment.families,
@@ -979,7 +1159,11 @@ impl TableBuilder<'_> {
                 let pods: Option<(Option<Vec<u32>>, bool)> = match &fragment.pods {
                     PodPart::Any => None,
                     PodPart::AllPods => Some((None, false)),
-                    PodPart::Pods { all, none } => Some(self.groups_of(all, *none)),
+                    PodPart::Pods {
+                        all,
+                        none,
+                        external,
+                    } => Some((self.groups_of(all, none), *external)),
                 };
                 let condition = match (pods, addresses) {
                     (None, None) => Some(PeerCondition::Any),
@@ -1106,11 +1290,12 @@ impl TableBuilder<'_> {
         }
     }
 
-    /// The groups of pods satisfying every atom of `all` and not `none` (every group when both
-    /// are empty), and whether addresses of no pod satisfy the condition too.
-    fn groups_of(&self, all: &[u32], none: Option<u32>) -> (Option<Vec<u32>>, bool) {
+    /// The groups of pods satisfying every atom of `all` and none of `none` (every group when
+    /// both are empty).
+    fn groups_of(&self, all: &[u32], none: &[u32]) -> Option<Vec<u32>> {
         let excluded = |g: u32| {
-            none.is_some_and(|n| self.group_signatures[g as usize].binary_search(&n).is_ok())
+            let signature = &self.group_signatures[g as usize];
+            none.iter().any(|n| signature.binary_search(n).is_ok())
         };
         let groups: Vec<u32> = if all.is_empty() {
             (0..self.group_signatures.len() as u32)
@@ -1121,7 +1306,7 @@ impl TableBuilder<'_> {
                 .filter(|&g| !excluded(g))
                 .collect()
         };
-        (Some(groups), all.is_empty())
+        Some(groups)
     }
 
     /// Groups whose pods satisfy every atom.

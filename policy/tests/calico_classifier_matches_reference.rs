@@ -100,7 +100,14 @@ fn entity(rng: &mut Rng, version: Option<u8>, ports: bool, is_destination: bool)
         fields.push(format!("ports: {list}"));
     }
     if ports && is_destination && rng.chance(25) {
-        fields.push(format!("notPorts: {}", rng.pick(&["[81]", "[\"50:60\"]"])));
+        let list = rng.pick(&[
+            "[81]",
+            "[\"50:60\"]",
+            "[http]",
+            "[dns, 81]",
+            "[\"1:60\", http]",
+        ]);
+        fields.push(format!("notPorts: {list}"));
     }
     format!("{{{}}}", fields.join(", "))
 }

@@ -410,3 +410,79 @@ fn a_calico_deny_before_order_1000_overrides_a_kubernetes_allow() {
     let after = load_policies(&format!("{k8s}{}", deny("1001"))).unwrap();
     assert!(allowed(after, "10.0.0.1", "10.0.0.2", Protocol::TCP, 80));
 }
+
+#[test]
+fn a_named_port_in_not_ports_excludes_the_number_it_stands_for_on_the_destination() {
+    // Ingress: the destination is the selected pod; only `web` in x has a port named http (8080).
+    let ingress = policy(
+        "GlobalNetworkPolicy",
+        "web-but-http",
+        "  selector: app == 'web'\n  ingress: [{action: Allow, protocol: TCP, destination: {notPorts: [http]}}]",
+    );
+    let cluster = || load_policies(&ingress).unwrap();
+    assert!(!allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        8080
+    ));
+    assert!(allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        80
+    ));
+    assert!(allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.1.1",
+        Protocol::TCP,
+        8080
+    ));
+
+    // Egress: the destination is the peer; the name stands for 8080 on web in x only, and for
+    // nothing on other pods or on addresses outside the cluster.
+    let egress = policy(
+        "GlobalNetworkPolicy",
+        "db-out",
+        "  selector: app == 'db'\n  egress: [{action: Allow, protocol: TCP, destination: {ports: [\"8000:9000\"], notPorts: [http]}}]",
+    );
+    let cluster = || load_policies(&egress).unwrap();
+    assert!(!allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        8080
+    ));
+    assert!(allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.0.1",
+        Protocol::TCP,
+        8081
+    ));
+    assert!(allowed(
+        cluster(),
+        "10.0.0.2",
+        "10.0.1.1",
+        Protocol::TCP,
+        8080
+    ));
+    assert!(allowed(
+        cluster(),
+        "10.0.0.2",
+        "192.0.2.1",
+        Protocol::TCP,
+        8080
+    ));
+    assert!(!allowed(
+        cluster(),
+        "10.0.0.2",
+        "192.0.2.1",
+        Protocol::TCP,
+        9001
+    ));
+}

@@ -585,14 +585,7 @@ fn entity_from(
         }
         list.iter()
             .enumerate()
-            .filter_map(|(i, p)| {
-                port_from(
-                    p,
-                    name == "notPorts",
-                    &field(&format!("{name}[{i}]")),
-                    diags,
-                )
-            })
+            .filter_map(|(i, p)| port_from(p, &field(&format!("{name}[{i}]")), diags))
             .collect::<Vec<CalicoPort>>()
     };
     EntityMatch {
@@ -635,12 +628,7 @@ fn net_from(
 }
 
 /// `80`, `"80"`, `"1000:2000"` or a port name.
-fn port_from(
-    raw: &IntOrString,
-    negated: bool,
-    at: &Location,
-    diags: &mut Diagnostics,
-) -> Option<CalicoPort> {
+fn port_from(raw: &IntOrString, at: &Location, diags: &mut Diagnostics) -> Option<CalicoPort> {
     let number = |text: &str| text.parse::<u16>().ok();
     let invalid = |value: String, reason: &str, diags: &mut Diagnostics| {
         diags.error(
@@ -680,10 +668,6 @@ fn port_from(
                     &format!("not a port, a range or a valid port name: {reason}"),
                     diags,
                 );
-            }
-            if negated {
-                not_supported(at.clone(), "named ports in notPorts", diags);
-                return None;
             }
             Some(CalicoPort::Named(text.clone()))
         }
