@@ -24,6 +24,7 @@ pub struct LabProbe {
     pub from: String,
     pub to: String,
     pub protocol: Protocol,
+    /// The destination port; for ICMP and ICMPv6 the type and code as the classifier sees them.
     pub port: u16,
     pub family: Option<IpFamily>,
 }
@@ -203,16 +204,17 @@ impl Lab {
             let endpoint = topology
                 .endpoint_by_ip(p.to_address)
                 .ok_or_else(|| Error::UnknownEndpoint(p.to_address.to_string()))?;
+            crate::probe::sendable(p.probe.protocol, p.probe.port).map_err(|e| {
+                Error::Topology(format!("probe {} -> {}: {e}", p.probe.from, p.probe.to))
+            })?;
+            if p.probe.protocol.is_icmp() {
+                continue; // an echo request: the target's kernel answers
+            }
             let spec = wanted.entry(endpoint.key().to_string()).or_default();
             let list = match p.probe.protocol {
                 Protocol::TCP => &mut spec.tcp,
                 Protocol::UDP => &mut spec.udp,
-                Protocol::SCTP => &mut spec.sctp,
-                other => {
-                    return Err(Error::Topology(format!(
-                        "the lab cannot probe {other}; use TCP, UDP or SCTP"
-                    )))
-                }
+                _ => &mut spec.sctp,
             };
             if !list.contains(&p.probe.port) {
                 list.push(p.probe.port);

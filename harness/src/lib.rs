@@ -7,7 +7,8 @@
 //!   cluster) built from the same manifests the policy engine reads;
 //! - [`probe`]: the library side of the `pw-probe` agent (servers and TCP/UDP/SCTP probes);
 //! - [`lab`]: the topology with the real filter in front of every pod, servers and probes;
-//! - [`sctp`]: the few SCTP packets `pw-probe` speaks over raw sockets, and CRC32c.
+//! - [`sctp`]: the few SCTP packets `pw-probe` speaks over raw sockets, and CRC32c;
+//! - [`icmp`]: the ICMP and ICMPv6 echo requests `pw-probe` pings with, and their replies.
 //!
 //! What this crate must not do: contain `unsafe` (all of it lives in `datapath`'s port modules),
 //! touch namespaces or processes it did not create, or send traffic anywhere but between the
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod icmp;
 pub mod lab;
 pub mod netns;
 pub mod probe;

@@ -220,12 +220,38 @@ pub struct Probe {
     pub protocol: Protocol,
     pub from: Option<IpAddr>,
     pub to: IpAddr,
+    /// The destination port; for ICMP and ICMPv6 the type and code as the classifier sees them
+    /// ([`policy::calico::rule::icmp_port`]).
     pub port: u16,
     pub timeout: Duration,
 }
 
+/// Whether `pw-probe` can send a `protocol` probe to `port` (see [`Probe::port`]): TCP, UDP and
+/// SCTP to any port, ICMP and ICMPv6 echo requests with any code. Other ICMP types are not
+/// answered by a kernel in a way that shows they got through; `podwall test` checks them.
+pub fn sendable(protocol: Protocol, port: u16) -> std::result::Result<(), String> {
+    let echo = match protocol {
+        Protocol::TCP | Protocol::UDP | Protocol::SCTP => return Ok(()),
+        Protocol::ICMP => crate::icmp::ECHO_REQUEST_V4,
+        Protocol::ICMPV6 => crate::icmp::ECHO_REQUEST_V6,
+        other => {
+            return Err(format!(
+                "{other} has no probe (TCP, UDP, SCTP and ICMP/ICMPv6 echo requests do)"
+            ))
+        }
+    };
+    let icmp_type = (port >> 8) as u8;
+    if icmp_type != echo {
+        return Err(format!(
+            "{protocol} type {icmp_type}: the lab sends echo requests (type {echo}) only; other types are checked offline with `podwall test`"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a `protocol` connection from namespace `ns` to `to:port` works (TCP: handshake and a
-/// short echo; UDP: a datagram echoed; SCTP: INIT answered by INIT-ACK). `Ok(false)` is a
+/// short echo; UDP: a datagram echoed; SCTP: INIT answered by INIT-ACK; ICMP: an echo request
+/// answered). `Ok(false)` is a
 /// verdict (refused, unreachable, timed out); `Err` means the probe could not be tried.
 pub fn probe(
     ns: &Namespace,
@@ -249,29 +275,25 @@ pub fn probe(
 
 /// [`probe`] with a source address, returning what happened.
 pub fn probe_with(ns: &Namespace, probe: &Probe) -> Result<ProbeOutcome> {
-    let protocol = match probe.protocol {
-        Protocol::TCP => "TCP",
-        Protocol::UDP => "UDP",
-        Protocol::SCTP => "SCTP",
-        other => {
-            return Err(Error::Probe {
-                namespace: ns.name().to_string(),
-                command: "connect".into(),
-                detail: format!("{other} has no probe (TCP, UDP and SCTP do)"),
-            })
-        }
-    };
+    sendable(probe.protocol, probe.port).map_err(|detail| Error::Probe {
+        namespace: ns.name().to_string(),
+        command: "connect".into(),
+        detail,
+    })?;
     let mut args = vec![
         "connect".to_string(),
         "--protocol".into(),
-        protocol.into(),
+        probe.protocol.to_string(),
         "--to".into(),
         probe.to.to_string(),
-        "--port".into(),
-        probe.port.to_string(),
         "--timeout-ms".into(),
         probe.timeout.as_millis().max(1).to_string(),
     ];
+    if probe.protocol.is_icmp() {
+        args.extend(["--icmp-code".into(), (probe.port & 0xff).to_string()]);
+    } else {
+        args.extend(["--port".into(), probe.port.to_string()]);
+    }
     if let Some(from) = probe.from {
         args.extend(["--from".into(), from.to_string()]);
     }

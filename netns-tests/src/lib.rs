@@ -212,6 +212,17 @@ impl Case {
         names
     }
 
+    /// The same case with only the probes the lab can send (see
+    /// [`harness::probe::sendable`]); the others are checked offline (`tests/corpus.rs`).
+    pub fn sendable_only(mut self) -> Case {
+        self.probes.retain(|probe| {
+            probe
+                .packet_port()
+                .is_ok_and(|(protocol, port)| harness::probe::sendable(protocol, port).is_ok())
+        });
+        self
+    }
+
     /// Loads and compiles the manifests; panics with every load error.
     pub fn compile(&self) -> Classifier {
         let cluster = policy::load(&self.sources).unwrap_or_else(|rejected| {
@@ -254,7 +265,7 @@ pub fn plan(classifier: &Classifier, probes: &[Probe]) -> Vec<Planned> {
                         from: probe.from.clone(),
                         to: probe.to.clone(),
                         protocol: connection.protocol,
-                        port: probe.port,
+                        port: connection.port,
                         family: probe.ip_family,
                     },
                     from_address: connection.from.address(),

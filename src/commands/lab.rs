@@ -29,27 +29,28 @@ const DEMO: [(&str, &str); 2] = [
 ];
 const DEMO_PROBES: &str = include_str!("../../examples/three-tier/probes.yaml");
 
-/// The protocol of a probe the lab can send (TCP, UDP or SCTP).
-fn lab_protocol(probe: &Probe) -> Result<Protocol> {
-    let (protocol, _) = probe.packet_port().map_err(|(field, problem)| {
+/// The protocol and port of a probe (for ICMP the type and code as the classifier sees them),
+/// or why the lab cannot send it (it sends TCP, UDP, SCTP, ICMP and ICMPv6 echo requests).
+fn lab_packet(probe: &Probe) -> Result<std::result::Result<(Protocol, u16), String>> {
+    let (protocol, port) = probe.packet_port().map_err(|(field, problem)| {
         anyhow!("probe {} -> {}: {field}: {problem}", probe.from, probe.to)
     })?;
-    if !protocol.has_ports() {
-        bail!(
-            "probe {} -> {}: the lab sends TCP, UDP and SCTP probes; {protocol} probes are checked offline with `podwall test`",
-            probe.from,
-            probe.to
-        );
-    }
-    Ok(protocol)
+    Ok(harness::probe::sendable(protocol, port).map(|()| (protocol, port)))
 }
 
-/// Without probes: every ordered pod pair on every (protocol, port) the policies name.
-fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
-    // The lab's probes speak TCP, UDP and SCTP; ICMP rules are checked offline (`podwall test`).
+/// Without probes: every ordered pod pair on every (protocol, port) the policies name that the
+/// lab can send (ICMP: the echo requests; ICMPv6 only with `--ip-family IPv6`).
+fn matrix_probes(cluster: &Cluster, family: Option<IpFamily>) -> Vec<Probe> {
+    let carried = |protocol: Protocol| match protocol {
+        Protocol::ICMP => family != Some(IpFamily::IPv6),
+        Protocol::ICMPV6 => family == Some(IpFamily::IPv6),
+        _ => true,
+    };
     let mut ports: BTreeSet<(Protocol, u16)> = policy::probe::ports_named_by_policies(cluster)
         .into_iter()
-        .filter(|(protocol, _)| protocol.has_ports())
+        .filter(|&(protocol, port)| {
+            harness::probe::sendable(protocol, port).is_ok() && carried(protocol)
+        })
         .collect();
     if ports.is_empty() {
         ports.insert((Protocol::TCP, 80));
@@ -65,13 +66,14 @@ fn matrix_probes(cluster: &Cluster) -> Vec<Probe> {
     for from in &pods {
         for to in &pods {
             for &(protocol, port) in &ports {
+                let icmp = protocol.is_icmp();
                 probes.push(Probe {
                     from: from.clone(),
                     to: to.clone(),
                     protocol: protocol.to_string(),
-                    port,
-                    icmp_type: None,
-                    icmp_code: None,
+                    port: if icmp { 0 } else { port },
+                    icmp_type: icmp.then_some((port >> 8) as u8),
+                    icmp_code: icmp.then_some(port as u8),
                     allowed: false,
                     ip_family: None,
                 });
@@ -130,20 +132,34 @@ pub fn run(
     let cluster = Arc::clone(compiled.cluster());
     let (probes, expectations) = match &probes_text {
         Some(text) => (parse_probes(&probes_name, text)?, true),
-        None => (matrix_probes(&cluster), false),
+        None => (matrix_probes(&cluster, family), false),
     };
-    let lab_probes: Vec<LabProbe> = probes
-        .iter()
-        .map(|p| {
-            Ok(LabProbe {
-                from: p.from.clone(),
-                to: p.to.clone(),
-                protocol: lab_protocol(p)?,
-                port: p.port,
-                family: p.ip_family.or(family),
-            })
-        })
-        .collect::<Result<_>>()?;
+    // Probes the lab cannot send are named and left to `podwall test`.
+    let mut sent: Vec<Probe> = Vec::new();
+    let mut lab_probes: Vec<LabProbe> = Vec::new();
+    let mut not_sent = 0usize;
+    for (i, p) in probes.iter().enumerate() {
+        match lab_packet(p)? {
+            Ok((protocol, port)) => {
+                lab_probes.push(LabProbe {
+                    from: p.from.clone(),
+                    to: p.to.clone(),
+                    protocol,
+                    port,
+                    family: p.ip_family.or(family),
+                });
+                sent.push(p.clone());
+            }
+            Err(why) => {
+                eprintln!(
+                    "podwall lab: {probes_name}: probe [{i}] {} -> {} not sent: {why}",
+                    p.from, p.to
+                );
+                not_sent += 1;
+            }
+        }
+    }
+    let probes = sent;
 
     let published = Arc::new(Published::new(compiled.classifier));
     let resolved = resolve(&published, &lab_probes)?;
@@ -171,7 +187,7 @@ pub fn run(
     let classifier = &generation.classifier;
     let inventory = &classifier.cluster().inventory;
     println!(
-        "{:<22} {:<22} {:<10} {:<8} {:<8} {}",
+        "{:<22} {:<22} {:<20} {:<8} {:<8} {}",
         "FROM",
         "TO",
         "PROTO/PORT",
@@ -208,7 +224,7 @@ pub fn run(
             failed += 1;
         }
         println!(
-            "{:<22} {:<22} {:<10} {:<8} {:<8} {}{}",
+            "{:<22} {:<22} {:<20} {:<8} {:<8} {}{}",
             probe.from,
             probe.to,
             policy::probe::packet_label(connection.protocol, connection.port),
@@ -225,7 +241,11 @@ pub fn run(
     eprintln!();
     print_counters(lab.node(), &mut std::io::stderr())?;
     drop(lab);
-    println!("{passed} passed, {failed} failed");
+    if not_sent > 0 {
+        println!("{passed} passed, {failed} failed, {not_sent} not sent (see above)");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -3,7 +3,8 @@
 //! - `serve`: TCP echo, UDP echo, SCTP (INIT answered by INIT-ACK, over raw sockets because the
 //!   kernel has no SCTP module) and a TCP sink that answers with the SHA-256 of what it got.
 //!   Prints `ready` once every listener is bound.
-//! - `connect`: one probe; exit 0 when the connection works, 1 when it does not (refused,
+//! - `connect`: one probe (TCP, UDP, SCTP, or an ICMP/ICMPv6 echo request over a raw socket);
+//!   exit 0 when the connection works, 1 when it does not (refused,
 //!   unreachable, timed out), 2 on usage or local errors (bad arguments, an address that is not
 //!   local). Prints one JSON line.
 //! - `transfer`: sends pseudo-random bytes to a sink and checks the far end's SHA-256.
@@ -48,6 +49,7 @@ enum Command {
     /// Try one connection; exit 0 if it works, 1 if not, 2 on usage or local errors.
     ///
     /// Example: pw-probe connect --protocol TCP --to 10.244.1.10 --port 80 --timeout-ms 1000
+    ///          pw-probe connect --protocol ICMP --to 10.244.1.10 --icmp-code 0
     Connect(ConnectArgs),
     /// Send pseudo-random bytes to a `serve --sink` port and check the SHA-256 it answers.
     ///
@@ -98,6 +100,10 @@ enum Proto {
     Tcp,
     Udp,
     Sctp,
+    /// An ICMP echo request (IPv4), answered by the target's kernel.
+    Icmp,
+    /// An ICMPv6 echo request.
+    Icmpv6,
 }
 
 #[derive(clap::Args)]
@@ -106,8 +112,12 @@ struct ConnectArgs {
     protocol: Proto,
     #[arg(long)]
     to: IpAddr,
-    #[arg(long)]
+    /// The destination port (TCP, UDP and SCTP).
+    #[arg(long, default_value_t = 0)]
     port: u16,
+    /// The code of an ICMP or ICMPv6 echo request.
+    #[arg(long, default_value_t = 0)]
+    icmp_code: u8,
     /// Source address (must be local); the kernel picks one without it.
     #[arg(long)]
     from: Option<IpAddr>,
@@ -431,13 +441,19 @@ enum Outcome {
 fn connect(args: &ConnectArgs) -> ExitCode {
     let start = Instant::now();
     let deadline = start + Duration::from_millis(args.timeout_ms);
+    let ported = matches!(args.protocol, Proto::Tcp | Proto::Udp | Proto::Sctp);
     let outcome = if args.from.is_some_and(|f| f.is_ipv4() != args.to.is_ipv4()) {
         Outcome::LocalError("--from and --to are of different address families".into())
+    } else if ported && args.port == 0 {
+        Outcome::LocalError("--port: TCP, UDP and SCTP probes need a port from 1 to 65535".into())
+    } else if !ported && args.port != 0 {
+        Outcome::LocalError("--port: ICMP has no ports (--icmp-code sets the code)".into())
     } else {
         match args.protocol {
             Proto::Tcp => connect_tcp(args, deadline),
             Proto::Udp => connect_udp(args, deadline),
             Proto::Sctp => connect_sctp(args, deadline),
+            Proto::Icmp | Proto::Icmpv6 => ping(args, deadline),
         }
     };
     let (ok, detail, code) = match outcome {
@@ -514,6 +530,71 @@ fn connect_tcp(args: &ConnectArgs, deadline: Instant) -> Outcome {
         Ok(()) if echoed == message.as_bytes() => Outcome::Connected("connected, echo ok".into()),
         Ok(()) => Outcome::Blocked("connected, but the echo differs".into()),
         Err(e) => classify("connected, but no echo", &e),
+    }
+}
+
+/// An echo request over a raw socket (root inside the namespace; the ping sockets of
+/// unprivileged users are off in a new namespace), and a wait for its reply among whatever else
+/// ICMP the namespace receives. The target's kernel answers; nothing needs to listen.
+fn ping(args: &ConnectArgs, deadline: Instant) -> Outcome {
+    let v6 = matches!(args.protocol, Proto::Icmpv6);
+    if v6 == args.to.is_ipv4() {
+        return Outcome::LocalError(format!(
+            "--to {}: ICMP is sent to IPv4 addresses, ICMPv6 to IPv6 ones",
+            args.to
+        ));
+    }
+    let protocol = if v6 {
+        Protocol::ICMPV6
+    } else {
+        Protocol::ICMPV4
+    };
+    // Not `bound_socket`: IPV6_V6ONLY is for sockets with ports.
+    let domain = Domain::for_address(SocketAddr::new(args.to, 0));
+    let socket = match Socket::new(domain, Type::RAW, Some(protocol)) {
+        Ok(s) => s,
+        Err(e) => return Outcome::LocalError(format!("raw socket (needs root): {e}")),
+    };
+    if let Some(from) = args.from {
+        if let Err(e) = socket.bind(&SocketAddr::new(from, 0).into()) {
+            return Outcome::LocalError(format!("binding {from}: {e}"));
+        }
+    }
+    // Connected: the socket receives only what the target sends.
+    if let Err(e) = socket.connect(&SocketAddr::new(args.to, 0).into()) {
+        return classify("connect", &e);
+    }
+    let mut payload = [0u8; 16];
+    XorShift(random_u64() | 1).fill(&mut payload);
+    let echo = harness::icmp::Echo {
+        v6,
+        id: random_u64() as u16,
+        seq: 1,
+        code: args.icmp_code,
+        payload,
+    };
+    if let Err(e) = socket.send(&echo.request()) {
+        return classify("send", &e);
+    }
+    let mut reader: &Socket = &socket;
+    let mut buf = [0u8; 2048];
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Outcome::Blocked("no echo reply: timed out".into());
+        };
+        if let Err(e) = socket.set_read_timeout(Some(left)) {
+            return Outcome::LocalError(format!("set_read_timeout: {e}"));
+        }
+        match reader.read(&mut buf) {
+            Ok(n) if echo.is_reply(&buf[..n]) => {
+                return Outcome::Connected("echo reply".into());
+            }
+            Ok(_) => {} // another probe's reply, or other ICMP
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Outcome::Blocked("no echo reply: timed out".into());
+            }
+            Err(e) => return classify("receive", &e),
+        }
     }
 }
 
