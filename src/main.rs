@@ -110,6 +110,10 @@ enum Command {
         /// Destination port (TCP, UDP, SCTP, UDPLite).
         #[arg(long)]
         port: Option<u16>,
+        /// Source port (TCP, UDP, SCTP, UDPLite; default 32768, the first ephemeral port).
+        /// Only Calico rules with `source` ports look at it.
+        #[arg(long)]
+        source_port: Option<u16>,
         /// ICMP or ICMPv6 type (default: echo request).
         #[arg(long)]
         icmp_type: Option<u8>,
@@ -138,6 +142,10 @@ enum Command {
         /// TCP, UDP, SCTP, UDPLite, ICMP, ICMPv6 or a number (default TCP with --port).
         #[arg(long)]
         protocol: Option<String>,
+        /// Source port of every connection (protocols with ports; default 32768, the first
+        /// ephemeral port). Only Calico rules with `source` ports look at it.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        source_port: Option<u16>,
         #[arg(long, value_enum)]
         ip_family: Option<Family>,
         #[arg(long, value_enum, default_value_t)]
@@ -231,6 +239,7 @@ fn main() -> ExitCode {
             to,
             protocol,
             port,
+            source_port,
             icmp_type,
             icmp_code,
             ip_family,
@@ -242,6 +251,7 @@ fn main() -> ExitCode {
                 to,
                 protocol,
                 port: port.unwrap_or(0),
+                source_port,
                 icmp_type,
                 icmp_code,
                 allowed: true,
@@ -253,12 +263,14 @@ fn main() -> ExitCode {
             files,
             port,
             protocol,
+            source_port,
             ip_family,
             output,
         } => commands::matrix::run(
             &files,
             port,
             protocol.as_deref(),
+            source_port.unwrap_or(policy::probe::DEFAULT_SOURCE_PORT),
             ip_family.map(Into::into),
             output,
         ),

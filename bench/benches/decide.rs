@@ -11,6 +11,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bench::decide::SOURCE_PORT;
 use bench::{decide_workload, KeyClass};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use policy::Direction;
@@ -49,6 +50,7 @@ fn decide(c: &mut Criterion) {
                         black_box(key.peer),
                         black_box(key.protocol),
                         black_box(key.port),
+                        SOURCE_PORT,
                     )
                 })
             });
@@ -66,6 +68,7 @@ fn decide(c: &mut Criterion) {
                             black_box(l.peer),
                             l.protocol,
                             l.port,
+                            SOURCE_PORT,
                         ));
                     }
                 })

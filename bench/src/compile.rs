@@ -384,6 +384,7 @@ mod tests {
         let cluster = Arc::new(compile_workload(300, 400));
         let classifier = policy::Classifier::compile(Arc::clone(&cluster));
         let mut rng = Rng::new(3);
+        const SOURCE_PORT: u16 = policy::probe::DEFAULT_SOURCE_PORT;
         let peers: Vec<IpAddr> = cluster
             .inventory
             .pods
@@ -401,8 +402,16 @@ mod tests {
                 (Protocol::UDP, 53),
             ]);
             assert_eq!(
-                classifier.decide(pod, direction, peer, protocol, port),
-                policy::reference::decide(&cluster, pod, direction, peer, protocol, port)
+                classifier.decide(pod, direction, peer, protocol, port, SOURCE_PORT),
+                policy::reference::decide(
+                    &cluster,
+                    pod,
+                    direction,
+                    peer,
+                    protocol,
+                    port,
+                    SOURCE_PORT
+                )
             );
         }
     }

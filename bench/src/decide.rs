@@ -113,6 +113,9 @@ pub struct Lookup {
     pub port: u16,
 }
 
+/// The source port of every lookup: the generated policies have no source-port rules.
+pub const SOURCE_PORT: u16 = policy::probe::DEFAULT_SOURCE_PORT;
+
 /// A lookup with the answer it must get.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
@@ -148,8 +151,14 @@ impl DecideWorkload {
     /// See [`DecideWorkload::compile_checked`].
     pub fn check(&self, classifier: &Classifier) {
         let decide = |l: &Lookup| {
-            let got =
-                classifier.decide(self.target, Direction::Ingress, l.peer, l.protocol, l.port);
+            let got = classifier.decide(
+                self.target,
+                Direction::Ingress,
+                l.peer,
+                l.protocol,
+                l.port,
+                SOURCE_PORT,
+            );
             let want = reference::decide(
                 &self.cluster,
                 self.target,
@@ -157,6 +166,7 @@ impl DecideWorkload {
                 l.peer,
                 l.protocol,
                 l.port,
+                SOURCE_PORT,
             );
             assert_eq!(got, want, "classifier and reference disagree on {l:?}");
             got
@@ -794,7 +804,14 @@ mod tests {
             .iter()
             .filter(|l| {
                 classifier
-                    .decide(w.target, Direction::Ingress, l.peer, l.protocol, l.port)
+                    .decide(
+                        w.target,
+                        Direction::Ingress,
+                        l.peer,
+                        l.protocol,
+                        l.port,
+                        SOURCE_PORT,
+                    )
                     .allows()
             })
             .count();

@@ -168,11 +168,14 @@ impl Filter {
         let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
             return Decision::NotIsolated;
         };
-        let port = packet.classifier_port();
-        let decided = self
-            .current
-            .classifier
-            .decide(pod, direction, peer, packet.protocol, port);
+        let decided = self.current.classifier.decide(
+            pod,
+            direction,
+            peer,
+            packet.protocol,
+            packet.classifier_port(),
+            packet.classifier_source_port(),
+        );
         if log {
             self.log_if_asked(attachment, (pod, peer), direction, packet, decided);
         }
@@ -191,7 +194,10 @@ impl Filter {
     ) {
         let classifier = &self.current.classifier;
         let port = packet.classifier_port();
-        let Some(rule) = classifier.logged(pod, direction, peer, packet.protocol, port) else {
+        let source_port = packet.classifier_source_port();
+        let Some(rule) =
+            classifier.logged(pod, direction, peer, packet.protocol, port, source_port)
+        else {
             return;
         };
         bump(&self.counters[attachment as usize].logged);

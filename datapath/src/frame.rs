@@ -76,6 +76,15 @@ impl Packet {
             | Some(Icmp::Other { kind_type, code }) => port(kind_type, code),
         }
     }
+
+    /// The source port the classifier matches Calico `source` ports against: 0 for ICMP and
+    /// ICMPv6, whose echo identifier is no port.
+    pub fn classifier_source_port(&self) -> u16 {
+        match self.icmp {
+            None => self.src_port,
+            Some(_) => 0,
+        }
+    }
 }
 
 /// TCP header flags the flow table tracks (SYN, ACK, FIN, RST); the others are masked off so

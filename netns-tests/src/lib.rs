@@ -256,6 +256,7 @@ pub fn plan(classifier: &Classifier, probes: &[Probe]) -> Vec<Planned> {
                     connection.to,
                     connection.protocol,
                     connection.port,
+                    connection.source_port,
                 )
                 .allowed();
             Planned {

@@ -21,8 +21,8 @@ use crate::classifier::lpm::{
 };
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
-    AddressFirst, Chain, Classifier, GroupFirst, MixedSlot, PortClass, PortTest, Table, TierTables,
-    WideClasses, NONE, NO_TABLE,
+    AddressFirst, Chain, Classifier, GroupFirst, Lookup, MixedSlot, PortClass, PortTest,
+    SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
@@ -130,14 +130,26 @@ enum PortTerm {
     AllBut(Protocol),
 }
 
-/// A port condition that holds only for some peers: `range` where the peer is a pod with the
-/// atom `with` (an egress named port) and none of the atoms `without` (egress named ports in
+/// A port condition on the peer's side of a rule (the destination on egress, the source on
+/// ingress) that holds only for some peers: `range` where the peer is a pod with the atom
+/// `with` (a named port of the peer) and none of the atoms `without` (named ports in
 /// `notPorts` that stand for a number of `range` on some pods).
 #[derive(Debug, Clone)]
 struct PeerPort {
     with: Option<u32>,
     without: Vec<u32>,
     range: PortRange,
+}
+
+/// A rule's port conditions, each side's plain terms (`None`: no condition) and the peer's
+/// side's values that hold for some peers only.
+#[derive(Debug, Clone, Default)]
+struct RulePorts {
+    destination: Option<Vec<PortTerm>>,
+    source: Option<Vec<PortTerm>>,
+    peer_ports: Vec<PeerPort>,
+    /// Whether the peer's side is the source (ingress) or the destination (egress).
+    peer_is_source: bool,
 }
 
 /// `start..=end` less the `holes`, as ranges.
@@ -152,6 +164,10 @@ fn ports_minus(start: u16, end: u16, holes: &[(u16, u16)]) -> Vec<(u16, u16)> {
         .collect()
 }
 
+fn has_ports(side: &EntityMatch) -> bool {
+    !side.ports.is_empty() || !side.not_ports.is_empty()
+}
+
 /// The numeric ports and ranges of a list.
 fn numeric_ranges(ports: &[CalicoPort]) -> Vec<(u16, u16)> {
     ports
@@ -163,9 +179,9 @@ fn numeric_ranges(ports: &[CalicoPort]) -> Vec<(u16, u16)> {
         .collect()
 }
 
-/// An ingress rule's destination ports, where the destination is the selected pod: numbers
-/// less numbers stay plain ranges; a named port on either side is resolved on the pod when its
-/// table is built.
+/// The ports of the endpoint's side of a rule (the destination on ingress, the source on
+/// egress): numbers less numbers stay plain ranges; a named port in either list is resolved on
+/// the pod when its table is built.
 fn lower_ports_on_endpoint(
     protocol: Protocol,
     included: &[CalicoPort],
@@ -231,7 +247,10 @@ struct Fragment {
     addresses: Option<Vec<AddressRange>>,
     /// The peer's address families (Calico `ipVersion`).
     families: Families,
+    /// The destination port's condition (`None`: any port of any protocol).
     ports: Option<Vec<PortTerm>>,
+    /// The source port's condition (Calico `source.ports`, `source.notPorts`).
+    source_ports: Option<Vec<PortTerm>>,
     /// A condition on the endpoint itself (index into [`Compiler::locals`]).
     local: Option<u32>,
 }
@@ -438,29 +457,38 @@ impl<'a> Compiler<'a> {
         &mut self,
         base: &Fragment,
         peers: Vec<(PodPart, Option<Vec<AddressRange>>)>,
-        ports: Option<Vec<PortTerm>>,
-        peer_ports: &[PeerPort],
+        ports: &RulePorts,
     ) -> Vec<Fragment> {
+        let some_or_none =
+            |terms: &Option<Vec<PortTerm>>| terms.as_ref().is_none_or(|t| !t.is_empty());
         let mut fragments = Vec::new();
         for (pods, addresses) in peers {
-            if ports.as_ref().is_none_or(|p| !p.is_empty()) {
+            if some_or_none(&ports.destination) && some_or_none(&ports.source) {
                 fragments.push(Fragment {
                     pods: pods.clone(),
                     addresses: addresses.clone(),
-                    ports: ports.clone(),
+                    ports: ports.destination.clone(),
+                    source_ports: ports.source.clone(),
                     ..base.clone()
                 });
             }
-            for peer_port in peer_ports {
+            for peer_port in &ports.peer_ports {
                 let with = peer_port.with.map_or(pods.clone(), |atom| pods.and(atom));
                 let pods = peer_port
                     .without
                     .iter()
                     .fold(with, |pods, &atom| pods.and_not(atom));
+                let single = Some(vec![PortTerm::Range(peer_port.range)]);
+                let (destination, source) = if ports.peer_is_source {
+                    (ports.destination.clone(), single)
+                } else {
+                    (single, ports.source.clone())
+                };
                 fragments.push(Fragment {
                     pods,
                     addresses: addresses.clone(),
-                    ports: Some(vec![PortTerm::Range(peer_port.range)]),
+                    ports: destination,
+                    source_ports: source,
                     ..base.clone()
                 });
             }
@@ -552,10 +580,16 @@ impl<'a> Compiler<'a> {
             addresses: None,
             families: Families::BOTH,
             ports: None,
+            source_ports: None,
             local: None,
         };
-        let ports = (!spec.ports.is_empty()).then_some(plain);
-        self.fragments_of(&base, peers, ports, &named)
+        let ports = RulePorts {
+            destination: (!spec.ports.is_empty()).then_some(plain),
+            source: None,
+            peer_ports: named,
+            peer_is_source: false,
+        };
+        self.fragments_of(&base, peers, &ports)
     }
 
     fn lower_calico_rule(
@@ -587,32 +621,14 @@ impl<'a> Compiler<'a> {
                     plain.push(full(protocol, range));
                 }
             }
-            Some(protocol)
-                if !destination.ports.is_empty() || !destination.not_ports.is_empty() =>
-            {
-                let everything = [CalicoPort::Range(0, u16::MAX)];
-                let included: &[CalicoPort] = if destination.ports.is_empty() {
-                    &everything
-                } else {
-                    &destination.ports
-                };
-                match direction {
-                    Direction::Ingress => lower_ports_on_endpoint(
-                        protocol,
-                        included,
-                        &destination.not_ports,
-                        &mut plain,
-                    ),
-                    Direction::Egress => self.lower_ports_on_peer(
-                        protocol,
-                        included,
-                        &destination.not_ports,
-                        named_values,
-                        &mut plain,
-                        &mut named,
-                    ),
-                }
-            }
+            Some(protocol) if has_ports(destination) => self.lower_side_ports(
+                protocol,
+                destination,
+                direction == Direction::Egress,
+                named_values,
+                &mut plain,
+                &mut named,
+            ),
             Some(protocol) => plain.push(full(protocol, (0, u16::MAX))),
             None => {
                 if let Some(except) = spec.not_protocol {
@@ -620,7 +636,26 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        if has_port_condition && plain.is_empty() && named.is_empty() {
+        let source = &spec.source;
+        let mut source_terms: Option<Vec<PortTerm>> = None;
+        if let Some(protocol) = spec.protocol.filter(|_| has_ports(source)) {
+            let terms = source_terms.insert(Vec::new());
+            self.lower_side_ports(
+                protocol,
+                source,
+                direction == Direction::Ingress,
+                named_values,
+                terms,
+                &mut named,
+            );
+        }
+        // A side whose condition no port meets, for any peer, makes the rule match nothing.
+        let peer_is_source = direction == Direction::Ingress;
+        let destination_empty =
+            has_port_condition && plain.is_empty() && (peer_is_source || named.is_empty());
+        let source_empty = source_terms.as_ref().is_some_and(Vec::is_empty)
+            && (!peer_is_source || named.is_empty());
+        if destination_empty || source_empty {
             return Vec::new();
         }
 
@@ -665,16 +700,53 @@ impl<'a> Compiler<'a> {
             addresses: None,
             families,
             ports: None,
+            source_ports: None,
             local,
         };
-        let ports = has_port_condition.then_some(plain);
-        self.fragments_of(&base, vec![(pods, addresses)], ports, &named)
+        let ports = RulePorts {
+            destination: has_port_condition.then_some(plain),
+            source: source_terms,
+            peer_ports: named,
+            peer_is_source,
+        };
+        self.fragments_of(&base, vec![(pods, addresses)], &ports)
     }
 
-    /// An egress rule's destination ports, where the destination is the peer: its numbers
-    /// hold for every peer, except a number that a port named in `notPorts` stands for on some
-    /// pods, which holds for every peer but those pods. A named port holds for the pods where
-    /// the name stands for the number.
+    /// One side's `ports` and `notPorts` (every port when only `notPorts` is given), on the
+    /// peer's side (`on_peer`) or on the endpoint's.
+    fn lower_side_ports(
+        &mut self,
+        protocol: Protocol,
+        side: &EntityMatch,
+        on_peer: bool,
+        named_values: &HashMap<(String, Protocol), BTreeSet<u16>>,
+        plain: &mut Vec<PortTerm>,
+        peer_ports: &mut Vec<PeerPort>,
+    ) {
+        let everything = [CalicoPort::Range(0, u16::MAX)];
+        let included: &[CalicoPort] = if side.ports.is_empty() {
+            &everything
+        } else {
+            &side.ports
+        };
+        if on_peer {
+            self.lower_ports_on_peer(
+                protocol,
+                included,
+                &side.not_ports,
+                named_values,
+                plain,
+                peer_ports,
+            );
+        } else {
+            lower_ports_on_endpoint(protocol, included, &side.not_ports, plain);
+        }
+    }
+
+    /// The ports of the peer's side of a rule (the destination on egress, the source on
+    /// ingress): its numbers hold for every peer, except a number that a port named in
+    /// `notPorts` stands for on some pods, which holds for every peer but those pods. A named
+    /// port holds for the pods where the name stands for the number.
     fn lower_ports_on_peer(
         &mut self,
         protocol: Protocol,
@@ -993,7 +1065,7 @@ impl TableBuilder<'_> {
         let mut names: Vec<(String, Protocol)> = policies
             .iter()
             .flat_map(|&p| &self.fragments[p as usize][direction.index()])
-            .flat_map(|f| f.ports.iter().flatten())
+            .flat_map(|f| f.ports.iter().chain(&f.source_ports).flatten())
             .flat_map(|t| match t {
                 PortTerm::OnEndpoint {
                     port,
@@ -1085,31 +1157,35 @@ impl TableBuilder<'_> {
         kind: TableKind,
     ) -> Table {
         let endpoint = self.inventory.pod(representative);
+        let resolve = |terms: &Option<Vec<PortTerm>>| -> Option<Vec<PortTest>> {
+            terms.as_ref().map(|terms| {
+                terms
+                    .iter()
+                    .flat_map(|t| match t {
+                        PortTerm::Range(r) => vec![PortTest::Range(*r)],
+                        PortTerm::AllBut(p) => vec![PortTest::AllBut(*p)],
+                        PortTerm::OnEndpoint {
+                            port,
+                            protocol,
+                            excluded,
+                        } => resolve_on_endpoint(endpoint, port, *protocol, excluded),
+                    })
+                    .collect()
+            })
+        };
         let mut slots: Vec<(RuleRef, Action)> = Vec::new();
-        // Each slot's peer condition (None for mixed slots and slots of the other kind), and
-        // which slots have no port condition.
+        // Each slot's peer condition (None for mixed slots and slots of the other kind).
         let mut conditions: Vec<Option<PeerCondition>> = Vec::new();
-        let mut unported: Vec<u32> = Vec::new();
-        let mut with_ports: Vec<(PortRange, u32)> = Vec::new();
-        let mut all_but: Vec<(Protocol, u32)> = Vec::new();
-        let mut mixed: Vec<MixedSlot> = Vec::new();
+        // The slots without a source-port condition, and those with one.
+        let mut placed = Placed::default();
+        let mut sourced: Vec<(Vec<PortRange>, Placed)> = Vec::new();
         for &policy in policies {
             for fragment in &self.fragments[policy as usize][direction.index()] {
-                let ports: Option<Vec<PortTest>> = fragment.ports.as_ref().map(|terms| {
-                    terms
-                        .iter()
-                        .flat_map(|t| match t {
-                            PortTerm::Range(r) => vec![PortTest::Range(*r)],
-                            PortTerm::AllBut(p) => vec![PortTest::AllBut(*p)],
-                            PortTerm::OnEndpoint {
-                                port,
-                                protocol,
-                                excluded,
-                            } => resolve_on_endpoint(endpoint, port, *protocol, excluded),
-                        })
-                        .collect()
-                });
-                if ports.as_ref().is_some_and(Vec::is_empty) {
+                let ports = resolve(&fragment.ports);
+                let source_ports = resolve(&fragment.source_ports);
+                if ports.as_ref().is_some_and(Vec::is_empty)
+                    || source_ports.as_ref().is_some_and(Vec::is_empty)
+                {
                     continue; // only named ports this pod does not have, or all excluded
                 }
                 let families = match fragment.local {
@@ -1156,6 +1232,20 @@ impl TableBuilder<'_> {
                     conditions.push(None);
                     continue;
                 }
+                let into = match source_ports {
+                    None => &mut placed,
+                    Some(tests) => {
+                        let ranges = tests
+                            .into_iter()
+                            .filter_map(|t| match t {
+                                PortTest::Range(r) => Some(r),
+                                PortTest::AllBut(_) => None, // never a source-port term
+                            })
+                            .collect();
+                        sourced.push((ranges, Placed::default()));
+                        &mut sourced.last_mut().expect("just pushed").1
+                    }
+                };
                 let pods: Option<(Option<Vec<u32>>, bool)> = match &fragment.pods {
                     PodPart::Any => None,
                     PodPart::AllPods => Some((None, false)),
@@ -1177,7 +1267,7 @@ impl TableBuilder<'_> {
                             None => (0..self.group_signatures.len() as u32).collect(),
                         };
                         groups.sort_unstable();
-                        mixed.push(MixedSlot {
+                        into.mixed.push(MixedSlot {
                             slot,
                             groups: groups.into(),
                             external,
@@ -1188,22 +1278,41 @@ impl TableBuilder<'_> {
                     }
                 };
                 if condition.is_some() {
-                    match ports {
-                        Some(ports) => {
-                            for test in ports {
-                                match test {
-                                    PortTest::Range(r) => with_ports.push((r, slot)),
-                                    PortTest::AllBut(p) => all_but.push((p, slot)),
-                                }
-                            }
-                        }
-                        None => unported.push(slot),
-                    }
+                    into.add(slot, ports);
                 }
                 conditions.push(condition);
             }
         }
 
+        let lookup = self.layout(&conditions, &placed);
+        let by_source = (!sourced.is_empty()).then(|| {
+            let ranges: Vec<(PortRange, u32)> = sourced
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (ranges, _))| ranges.iter().map(move |&r| (r, i as u32)))
+                .collect();
+            let mut interner = ClassInterner::default();
+            let map = PortMap::build(&ranges, &[], &mut interner);
+            let lookups = interner
+                .into_classes()
+                .into_iter()
+                .map(|members| {
+                    (!members.is_empty()).then(|| {
+                        let mut class = Placed::default();
+                        for &i in &members {
+                            class.extend(&sourced[i as usize].1);
+                        }
+                        self.layout(&conditions, &class)
+                    })
+                })
+                .collect();
+            SourcePorts { map, lookups }
+        });
+        Table::new(slots, lookup, by_source)
+    }
+
+    /// The lookup of the `placed` slots.
+    fn layout(&self, conditions: &[Option<PeerCondition>], placed: &Placed) -> Lookup {
         // A slot matches every port of a protocol (no ports, a full range, or `notProtocol`), or
         // some ports. Every (protocol, port) falls in some port class (class 0 when no rule names
         // it), so the slots of the first kind can be folded into every class of their protocols:
@@ -1211,6 +1320,12 @@ impl TableBuilder<'_> {
         // copies those slots into each class, which costs little while the table is small, and
         // makes a large one too big for the caches: past a budget they keep a class per
         // protocol of their own, looked up beside the port class.
+        let Placed {
+            unported,
+            with_ports,
+            all_but,
+            mixed,
+        } = placed;
         let is_wide = |r: &PortRange| r.start == 0 && r.end == u16::MAX;
         let narrow: Vec<(PortRange, u32)> = with_ports
             .iter()
@@ -1256,17 +1371,17 @@ impl TableBuilder<'_> {
         let narrow_map = PortMap::build(&narrow, &[], &mut interner);
         let narrow_classes = interner.into_classes();
         let wide = (!wide_ranges.is_empty() || !all_but.is_empty() || !unported.is_empty())
-            .then(|| wide_classes(&wide_ranges, &all_but, &unported, build_class));
+            .then(|| wide_classes(&wide_ranges, all_but, unported, build_class));
         let copies = wide.as_ref().map_or(0, |w| w.copies(&narrow_map));
         let (map, port_classes, wide) = match wide {
             Some(_) if copies <= self.options.fold_budget => {
                 let mut interner = ClassInterner::default();
-                let map = PortMap::build(&with_ports, &all_but, &mut interner);
+                let map = PortMap::build(with_ports, all_but, &mut interner);
                 let classes: Vec<PortClass> = interner
                     .into_classes()
                     .into_iter()
                     .map(|mut class| {
-                        class.extend_from_slice(&unported);
+                        class.extend_from_slice(unported);
                         build_class(class)
                     })
                     .collect();
@@ -1277,16 +1392,12 @@ impl TableBuilder<'_> {
                 (narrow_map, classes, wide)
             }
         };
-
-        let needs_group = !mixed.is_empty()
-            || port_classes.iter().any(|c| c.pods.is_some())
-            || wide.as_ref().is_some_and(WideClasses::needs_group);
-        Table {
-            slots,
-            wide,
+        let mut mixed = mixed.clone();
+        mixed.sort_by_key(|m| m.slot);
+        Lookup {
             ports: (map, port_classes),
+            wide,
             mixed,
-            needs_group,
         }
     }
 
@@ -1324,6 +1435,40 @@ impl TableBuilder<'_> {
                 let sig = &self.group_signatures[g as usize];
                 atoms.iter().all(|a| sig.binary_search(a).is_ok())
             })
+    }
+}
+
+/// Slots sorted by their port condition, for one [`Lookup`].
+#[derive(Debug, Clone, Default)]
+struct Placed {
+    /// No port condition.
+    unported: Vec<u32>,
+    with_ports: Vec<(PortRange, u32)>,
+    all_but: Vec<(Protocol, u32)>,
+    /// Slots with a pod condition and addresses, checked one by one.
+    mixed: Vec<MixedSlot>,
+}
+
+impl Placed {
+    fn add(&mut self, slot: u32, ports: Option<Vec<PortTest>>) {
+        match ports {
+            Some(ports) => {
+                for test in ports {
+                    match test {
+                        PortTest::Range(r) => self.with_ports.push((r, slot)),
+                        PortTest::AllBut(p) => self.all_but.push((p, slot)),
+                    }
+                }
+            }
+            None => self.unported.push(slot),
+        }
+    }
+
+    fn extend(&mut self, other: &Placed) {
+        self.unported.extend_from_slice(&other.unported);
+        self.with_ports.extend_from_slice(&other.with_ports);
+        self.all_but.extend_from_slice(&other.all_but);
+        self.mixed.extend(other.mixed.iter().cloned());
     }
 }
 

@@ -101,6 +101,10 @@ pub struct Explanation {
     pub protocol: String,
     /// The destination port; for ICMP the type and code as `type << 8 | code`.
     pub port: u16,
+    /// The source port (0 for protocols without ports).
+    pub source_port: u16,
+    /// Whether some rule looks at the source port, so that the answer may depend on it.
+    pub source_port_matters: bool,
     /// `TCP/80`, `ICMP type 8 code 0`.
     pub packet: String,
     pub allowed: bool,
@@ -202,6 +206,7 @@ fn side(
             peer.address(),
             connection.protocol,
             connection.port,
+            connection.source_port,
         )
         .map(|rule| rule_origin(classifier, rule));
     SideExplanation {
@@ -227,6 +232,8 @@ pub fn explain(
         protocol: connection.protocol.to_string(),
         packet: crate::probe::packet_label(connection.protocol, connection.port),
         port: connection.port,
+        source_port: connection.source_port,
+        source_port_matters: classifier.matches_source_ports(),
         allowed: decision.allowed(),
         same_pod: decision.same_pod,
         egress: decision
@@ -298,9 +305,14 @@ impl fmt::Display for SideExplanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source_port = if self.source_port_matters && self.source_port != 0 {
+            format!(" from port {}", self.source_port)
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "{} ({}) -> {} ({}) {}: {}",
+            "{} ({}) -> {} ({}) {}{source_port}: {}",
             self.from,
             self.from_address,
             self.to,

@@ -43,6 +43,9 @@ pub struct Probe {
     /// Destination port: required for TCP, UDP, SCTP and UDPLite, absent for other protocols.
     #[serde(default)]
     pub port: u16,
+    /// Source port, for TCP, UDP, SCTP and UDPLite only (default [`DEFAULT_SOURCE_PORT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
     /// ICMP or ICMPv6 type (default: echo request, 8 or 128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_type: Option<u8>,
@@ -57,6 +60,11 @@ pub struct Probe {
 fn default_protocol() -> String {
     "TCP".into()
 }
+
+/// The source port of a probe that gives none: the first port of Linux's default ephemeral
+/// range (32768–60999), where a client's connections come from. It matters only to Calico
+/// rules with `source` ports; a probe that needs another gives `sourcePort` (`--source-port`).
+pub const DEFAULT_SOURCE_PORT: u16 = 32768;
 
 impl Probe {
     /// The probe's protocol and the number its packets present to the classifier: the
@@ -114,6 +122,31 @@ impl Probe {
             (_, port) => Ok((protocol, port)),
         }
     }
+
+    /// The source port its packets carry: `sourcePort`, else [`DEFAULT_SOURCE_PORT`] for
+    /// protocols with ports, and 0 for the others (which must not give one).
+    pub fn packet_source_port(&self) -> Result<u16, (&'static str, Problem)> {
+        let (protocol, _) = self.packet_port()?;
+        let has_ports = protocol.has_ports() || protocol == Protocol::UDPLITE;
+        match (has_ports, self.source_port) {
+            (true, Some(0)) => Err((
+                "sourcePort",
+                Problem::Invalid {
+                    value: "0".into(),
+                    reason: "must be between 1 and 65535".into(),
+                },
+            )),
+            (true, given) => Ok(given.unwrap_or(DEFAULT_SOURCE_PORT)),
+            (false, Some(port)) => Err((
+                "sourcePort",
+                Problem::Invalid {
+                    value: port.to_string(),
+                    reason: format!("{protocol} has no ports"),
+                },
+            )),
+            (false, None) => Ok(0),
+        }
+    }
 }
 
 /// Parses a PROBES.yaml list; errors name the file and the probe (`[3].port`).
@@ -139,7 +172,7 @@ pub fn parse_probes(file: &str, text: &str) -> Result<Vec<Probe>, Vec<Error>> {
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
-            p.packet_port()
+            p.packet_source_port()
                 .err()
                 .map(|(field, problem)| Error::new(at.at(format!("[{i}].{field}")), problem))
         })
@@ -158,6 +191,7 @@ pub struct Connection {
     pub to: Party,
     pub protocol: Protocol,
     pub port: u16,
+    pub source_port: u16,
 }
 
 /// Resolves `from` and `to` (each `namespace/pod` or an IP address) to addresses of one family:
@@ -248,9 +282,9 @@ impl ProbeOutcome {
 
 /// Resolves a probe against the inventory.
 pub fn connection_of(inventory: &Inventory, probe: &Probe) -> Result<Connection, String> {
-    let (protocol, port) = probe
-        .packet_port()
-        .map_err(|(field, problem)| format!("{field}: {problem}"))?;
+    let field_error = |(field, problem): (&str, Problem)| format!("{field}: {problem}");
+    let (protocol, port) = probe.packet_port().map_err(field_error)?;
+    let source_port = probe.packet_source_port().map_err(field_error)?;
     // ICMP belongs to IPv4 and ICMPv6 to IPv6: the protocol picks the family of dual-stack pods.
     let family = match protocol {
         Protocol::ICMP => Some(IpFamily::IPv4),
@@ -275,6 +309,7 @@ pub fn connection_of(inventory: &Inventory, probe: &Probe) -> Result<Connection,
         to,
         protocol,
         port,
+        source_port,
     })
 }
 
@@ -296,6 +331,7 @@ pub fn run(
                     connection.to,
                     connection.protocol,
                     connection.port,
+                    connection.source_port,
                 ),
                 connection,
             }),

@@ -24,8 +24,9 @@ pub fn selects(cluster: &Cluster, policy: usize, pod: PodId) -> bool {
 }
 
 /// The verdict for traffic of `pod` in `direction` with `peer` (the source for ingress, the
-/// destination for egress), `protocol` and `port` (the destination port; for ICMP see
-/// [`crate::calico::rule::icmp_port`]; 0 for other protocols without ports).
+/// destination for egress), `protocol`, `port` (the destination port; for ICMP see
+/// [`crate::calico::rule::icmp_port`]; 0 for other protocols without ports) and `source_port`
+/// (0 for protocols without ports).
 pub fn decide(
     cluster: &Cluster,
     pod: PodId,
@@ -33,8 +34,9 @@ pub fn decide(
     peer: IpAddr,
     protocol: Protocol,
     port: u16,
+    source_port: u16,
 ) -> Decision {
-    evaluate(cluster, pod, direction, peer, protocol, port).0
+    evaluate(cluster, pod, direction, peer, protocol, port, source_port).0
 }
 
 /// The first Log rule the traffic meets before the rule or tier that decides it, if any.
@@ -45,8 +47,9 @@ pub fn logged(
     peer: IpAddr,
     protocol: Protocol,
     port: u16,
+    source_port: u16,
 ) -> Option<RuleRef> {
-    evaluate(cluster, pod, direction, peer, protocol, port).1
+    evaluate(cluster, pod, direction, peer, protocol, port, source_port).1
 }
 
 fn evaluate(
@@ -56,6 +59,7 @@ fn evaluate(
     peer: IpAddr,
     protocol: Protocol,
     port: u16,
+    source_port: u16,
 ) -> (Decision, Option<RuleRef>) {
     let packet = Packet {
         cluster,
@@ -64,6 +68,7 @@ fn evaluate(
         peer,
         protocol,
         port,
+        source_port,
     };
     let mut logged = None;
     let mut applied = false;
@@ -125,6 +130,7 @@ struct Packet<'a> {
     peer: IpAddr,
     protocol: Protocol,
     port: u16,
+    source_port: u16,
 }
 
 impl Packet<'_> {
@@ -173,6 +179,15 @@ impl Packet<'_> {
         match self.direction {
             Direction::Ingress => Some(self.pod),
             Direction::Egress => self.peer_pod(),
+        }
+    }
+
+    /// Named source ports resolve on the source: the peer for ingress, the selected pod for
+    /// egress.
+    fn source_port_owner(&self) -> Option<PodId> {
+        match self.direction {
+            Direction::Ingress => self.peer_pod(),
+            Direction::Egress => Some(self.pod),
         }
     }
 
@@ -225,19 +240,25 @@ impl Packet<'_> {
             Some(self.peer),
             self.peer_pod(),
         ) && local.matches(inventory, &policy.namespace, local_address, Some(self.pod))
-            && self.destination_ports_match(&rule.destination)
+            && self.side_ports_match(&rule.destination, self.port, self.port_owner())
+            && self.side_ports_match(&rule.source, self.source_port, self.source_port_owner())
     }
 
-    fn destination_ports_match(&self, destination: &EntityMatch) -> bool {
-        // Named destination ports belong to the destination: the selected pod on ingress, the
-        // peer on egress.
-        let owner = self.port_owner();
+    /// `ports` and `notPorts` of one side against that side's port of the packet; named ports
+    /// belong to that side's pod (`owner`).
+    fn side_ports_match(&self, side: &EntityMatch, port: u16, owner: Option<PodId>) -> bool {
         let matches = |p: &CalicoPort| match p {
-            CalicoPort::Range(..) => p.contains(self.port),
-            CalicoPort::Named(name) => self.named_port_is(owner, name),
+            CalicoPort::Range(..) => p.contains(port),
+            CalicoPort::Named(name) => owner.is_some_and(|id| {
+                self.cluster
+                    .inventory
+                    .pod(id)
+                    .resolve_named_port(name, self.protocol)
+                    == Some(port)
+            }),
         };
-        (destination.ports.is_empty() || destination.ports.iter().any(matches))
-            && !destination.not_ports.iter().any(matches)
+        (side.ports.is_empty() || side.ports.iter().any(matches))
+            && !side.not_ports.iter().any(matches)
     }
 }
 
@@ -247,21 +268,22 @@ pub fn connection(
     to: Party,
     protocol: Protocol,
     port: u16,
+    source_port: u16,
 ) -> ConnectionDecision {
+    let decide = |pod, direction, peer: Party| {
+        decide(
+            cluster,
+            pod,
+            direction,
+            peer.address(),
+            protocol,
+            port,
+            source_port,
+        )
+    };
     ConnectionDecision {
-        egress: from
-            .pod()
-            .map(|p| decide(cluster, p, Direction::Egress, to.address(), protocol, port)),
-        ingress: to.pod().map(|p| {
-            decide(
-                cluster,
-                p,
-                Direction::Ingress,
-                from.address(),
-                protocol,
-                port,
-            )
-        }),
+        egress: from.pod().map(|p| decide(p, Direction::Egress, to)),
+        ingress: to.pod().map(|p| decide(p, Direction::Ingress, from)),
         same_pod: from.pod().is_some() && from.pod() == to.pod(),
     }
 }

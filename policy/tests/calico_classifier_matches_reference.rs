@@ -109,6 +109,20 @@ fn entity(rng: &mut Rng, version: Option<u8>, ports: bool, is_destination: bool)
         ]);
         fields.push(format!("notPorts: {list}"));
     }
+    if ports && !is_destination && rng.chance(30) {
+        let list = rng.pick(&[
+            "[53]",
+            "[\"1024:65535\"]",
+            "[http]",
+            "[dns, 1000]",
+            "[80, \"32000:33000\"]",
+        ]);
+        fields.push(format!("ports: {list}"));
+    }
+    if ports && !is_destination && rng.chance(15) {
+        let list = rng.pick(&["[\"0:1023\"]", "[http]", "[53, dns]", "[32768]"]);
+        fields.push(format!("notPorts: {list}"));
+    }
     format!("{{{}}}", fields.join(", "))
 }
 
@@ -254,7 +268,7 @@ proptest! {
     #[test]
     fn classifier_decides_calico_policies_like_the_reference_evaluator(seed in any::<u64>()) {
         let mut rng = Rng(seed | 1);
-        compare(&cluster_yaml(&mut rng), &packets())?;
+        compare(&cluster_yaml(&mut rng), &packets(), &[53, 80, 1000, 8080, 32768, 60000])?;
     }
 }
 
@@ -281,7 +295,9 @@ fn random_calico_clusters_exercise_every_outcome() {
             for &peer in &peers {
                 for (protocol, port) in packets() {
                     for direction in Direction::BOTH {
-                        match reference::decide(&cluster, pod, direction, peer, protocol, port) {
+                        match reference::decide(
+                            &cluster, pod, direction, peer, protocol, port, 1000,
+                        ) {
                             Decision::Allowed(_) => allowed += 1,
                             Decision::DeniedBy(_) => denied_by += 1,
                             Decision::Denied { .. } => denied += 1,
@@ -289,7 +305,7 @@ fn random_calico_clusters_exercise_every_outcome() {
                             Decision::NotIsolated => open += 1,
                         }
                         logged += usize::from(
-                            reference::logged(&cluster, pod, direction, peer, protocol, port)
+                            reference::logged(&cluster, pod, direction, peer, protocol, port, 1000)
                                 .is_some(),
                         );
                     }

@@ -44,6 +44,25 @@ fn policy(kind: &str, name: &str, spec: &str) -> String {
 
 /// Decides `from` → `to` (addresses) on `protocol`/`port`, both ends.
 fn allowed(cluster: Cluster, from: &str, to: &str, protocol: Protocol, port: u16) -> bool {
+    allowed_from(
+        cluster,
+        from,
+        to,
+        protocol,
+        port,
+        policy::probe::DEFAULT_SOURCE_PORT,
+    )
+}
+
+/// [`allowed`] from `source_port`.
+fn allowed_from(
+    cluster: Cluster,
+    from: &str,
+    to: &str,
+    protocol: Protocol,
+    port: u16,
+    source_port: u16,
+) -> bool {
     let classifier = Classifier::compile(Arc::new(cluster));
     let inventory = &classifier.cluster().inventory;
     let party = |ip: &str| {
@@ -54,7 +73,7 @@ fn allowed(cluster: Cluster, from: &str, to: &str, protocol: Protocol, port: u16
         }
     };
     classifier
-        .connection(party(from), party(to), protocol, port)
+        .connection(party(from), party(to), protocol, port, source_port)
         .allowed()
 }
 
@@ -227,9 +246,9 @@ fn invalid_fields_are_errors_that_name_their_place() {
             "selector syntax",
         ),
         (
-            "  ingress: [{action: Allow, protocol: TCP, source: {ports: [80]}}]",
-            "spec.ingress[0].source.ports: Not supported by podwall: source ports",
-            "source ports",
+            "  ingress: [{action: Allow, source: {ports: [80]}}]",
+            "spec.ingress[0].source.ports: Invalid value: \"ports\": ports need `protocol` TCP, UDP, SCTP or UDPLite",
+            "source ports without a protocol",
         ),
         (
             "  tier: platform\n  ingress: [{action: Allow}]",
@@ -330,15 +349,15 @@ fn the_first_allow_or_deny_decides_and_log_goes_on() {
     let classifier = Classifier::compile(Arc::new(cluster));
     let db = classifier.cluster().inventory.pod_id("x", "db").unwrap();
     let web: IpAddr = "10.0.0.1".parse().unwrap();
-    let decide = |port| classifier.decide(db, Direction::Ingress, web, Protocol::TCP, port);
+    let decide = |port| classifier.decide(db, Direction::Ingress, web, Protocol::TCP, port, 40000);
     assert!(matches!(decide(5432), Decision::DeniedBy(r) if r.rule == 1));
     assert!(matches!(decide(80), Decision::Allowed(r) if r.rule == 2));
-    let logged = classifier.logged(db, Direction::Ingress, web, Protocol::TCP, 80);
+    let logged = classifier.logged(db, Direction::Ingress, web, Protocol::TCP, 80, 40000);
     assert_eq!(logged.map(|r| r.rule), Some(0));
     // From another namespace the selector does not match: the end of the tier denies.
     let other: IpAddr = "10.0.1.1".parse().unwrap();
     assert!(matches!(
-        classifier.decide(db, Direction::Ingress, other, Protocol::TCP, 80),
+        classifier.decide(db, Direction::Ingress, other, Protocol::TCP, 80, 40000),
         Decision::Denied { .. }
     ));
 }
@@ -485,4 +504,63 @@ fn a_named_port_in_not_ports_excludes_the_number_it_stands_for_on_the_destinatio
         Protocol::TCP,
         9001
     ));
+}
+
+#[test]
+fn source_ports_match_the_packets_source_port_on_either_side() {
+    // Ingress: the source is the peer. DNS answers come from port 53; `http` is web's 8080.
+    let ingress = policy(
+        "GlobalNetworkPolicy",
+        "db-in",
+        "  selector: app == 'db'\n  ingress:\n  - {action: Allow, protocol: UDP, source: {ports: [53]}}\n  - {action: Allow, protocol: TCP, source: {ports: [http], notPorts: [\"8000:8079\"]}, destination: {ports: [5432]}}",
+    );
+    let cluster = || load_policies(&ingress).unwrap();
+    let from = |port, source_port| {
+        allowed_from(
+            cluster(),
+            "10.0.0.1",
+            "10.0.0.2",
+            Protocol::UDP,
+            port,
+            source_port,
+        )
+    };
+    assert!(from(40000, 53));
+    assert!(!from(40000, 54));
+    let tcp = |peer, source_port| {
+        allowed_from(
+            cluster(),
+            peer,
+            "10.0.0.2",
+            Protocol::TCP,
+            5432,
+            source_port,
+        )
+    };
+    assert!(tcp("10.0.0.1", 8080), "web's port named http");
+    assert!(!tcp("10.0.0.1", 8081));
+    assert!(!tcp("10.0.1.1", 8080), "web in y has no port named http");
+    assert!(
+        !tcp("192.0.2.1", 8080),
+        "an address of no pod has no named port"
+    );
+
+    // Egress: the source is the selected pod itself; its own named port, less notPorts.
+    let egress = policy(
+        "GlobalNetworkPolicy",
+        "web-out",
+        "  selector: app == 'web'\n  egress:\n  - {action: Allow, protocol: TCP, source: {ports: [http]}}\n  - {action: Allow, protocol: UDP, source: {notPorts: [\"0:1023\"]}}",
+    );
+    let cluster = || load_policies(&egress).unwrap();
+    let out = |from, protocol, source_port| {
+        allowed_from(cluster(), from, "192.0.2.1", protocol, 443, source_port)
+    };
+    assert!(out("10.0.0.1", Protocol::TCP, 8080));
+    assert!(!out("10.0.0.1", Protocol::TCP, 32768));
+    assert!(
+        !out("10.0.1.1", Protocol::TCP, 8080),
+        "web in y has no port named http"
+    );
+    assert!(out("10.0.1.1", Protocol::UDP, 32768));
+    assert!(!out("10.0.1.1", Protocol::UDP, 123));
 }

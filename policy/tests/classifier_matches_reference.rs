@@ -148,7 +148,7 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
             packets.push((protocol, port));
         }
     }
-    compare(&text, &packets)
+    compare(&text, &packets, &[policy::probe::DEFAULT_SOURCE_PORT])
 }
 
 proptest! {
@@ -175,8 +175,15 @@ fn random_clusters_exercise_allows_denies_and_rule_choice() {
             .collect();
         for pod in cluster.inventory.pod_ids() {
             for &peer in &peers {
-                match reference::decide(&cluster, pod, Direction::Ingress, peer, Protocol::TCP, 80)
-                {
+                match reference::decide(
+                    &cluster,
+                    pod,
+                    Direction::Ingress,
+                    peer,
+                    Protocol::TCP,
+                    80,
+                    32768,
+                ) {
                     policy::Decision::Allowed(r) => {
                         allowed += 1;
                         later_rule += usize::from(r.rule > 0);

@@ -10,7 +10,7 @@ use crate::Output;
 /// Explains the connection `request` describes (its `allowed` is not used).
 pub fn run(files: &[PathBuf], request: Probe, output: Output) -> Result<ExitCode> {
     request
-        .packet_port()
+        .packet_source_port()
         .map_err(|(field, problem)| anyhow!("--{}: {problem}", cli_flag(field)))?;
     let compiled = load_and_compile(files)?;
     let classifier = &compiled.classifier;
@@ -21,6 +21,7 @@ pub fn run(files: &[PathBuf], request: Probe, output: Output) -> Result<ExitCode
         connection.to,
         connection.protocol,
         connection.port,
+        connection.source_port,
     );
     let explanation = policy::explain::explain(classifier, &connection, &decision);
     match output {
@@ -35,6 +36,7 @@ fn cli_flag(field: &str) -> &'static str {
     match field {
         "protocol" => "protocol",
         "port" => "port",
+        "sourcePort" => "source-port",
         _ => "icmp-type",
     }
 }

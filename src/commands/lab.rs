@@ -74,6 +74,7 @@ fn matrix_probes(cluster: &Cluster, family: Option<IpFamily>) -> Vec<Probe> {
                     port: if icmp { 0 } else { port },
                     icmp_type: icmp.then_some((port >> 8) as u8),
                     icmp_code: icmp.then_some(port as u8),
+                    source_port: None,
                     allowed: false,
                     ip_family: None,
                 });
@@ -211,6 +212,7 @@ pub fn run(
                 connection.to,
                 connection.protocol,
                 connection.port,
+                connection.source_port,
             )
             .allowed();
         let packets = match result {

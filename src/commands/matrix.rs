@@ -14,6 +14,7 @@ pub fn run(
     files: &[PathBuf],
     port: Option<u16>,
     protocol: Option<&str>,
+    source_port: u16,
     family: Option<IpFamily>,
     output: Output,
 ) -> Result<ExitCode> {
@@ -65,7 +66,11 @@ pub fn run(
     }
     let tables: Vec<Table> = ports
         .iter()
-        .map(|&(protocol, port)| Table::compute(classifier, &pods, protocol, port))
+        .map(|&(protocol, port)| {
+            let has_ports = protocol.has_ports() || protocol == Protocol::UDPLITE;
+            let source_port = if has_ports { source_port } else { 0 };
+            Table::compute(classifier, &pods, protocol, port, source_port)
+        })
         .collect();
     match output {
         Output::Text => {
@@ -83,6 +88,7 @@ pub fn run(
                     serde_json::json!({
                         "protocol": t.protocol.to_string(),
                         "port": t.port,
+                        "sourcePort": t.source_port,
                         "ipFamily": family,
                         "pods": pods.iter().map(|&(id, _)| cluster.inventory.pod(id).key()).collect::<Vec<_>>(),
                         "allowed": t.allowed,
@@ -130,6 +136,9 @@ fn pods_of_family(cluster: &Cluster, family: IpFamily) -> Vec<(u32, std::net::Ip
 struct Table {
     protocol: Protocol,
     port: u16,
+    source_port: u16,
+    /// Whether some rule looks at the source port (Calico `source` ports).
+    source_port_matters: bool,
     allowed: Vec<Vec<bool>>,
 }
 
@@ -139,6 +148,7 @@ impl Table {
         pods: &[(u32, std::net::IpAddr)],
         protocol: Protocol,
         port: u16,
+        source_port: u16,
     ) -> Table {
         let allowed = pods
             .iter()
@@ -157,6 +167,7 @@ impl Table {
                                 },
                                 protocol,
                                 port,
+                                source_port,
                             )
                             .allowed()
                     })
@@ -166,6 +177,8 @@ impl Table {
         Table {
             protocol,
             port,
+            source_port,
+            source_port_matters: classifier.matches_source_ports(),
             allowed,
         }
     }
@@ -182,8 +195,13 @@ impl Table {
             .collect();
         let width = names.iter().map(String::len).max().unwrap_or(1).max(1);
         let denied: usize = self.allowed.iter().flatten().filter(|a| !**a).count();
+        let source_port = if self.source_port_matters && self.source_port != 0 {
+            format!(" from port {}", self.source_port)
+        } else {
+            String::new()
+        };
         let mut out = format!(
-            "{} ({family:?}): {} of {} connections denied ('.' allowed, 'X' denied; rows: from, columns: to)\n",
+            "{}{source_port} ({family:?}): {} of {} connections denied ('.' allowed, 'X' denied; rows: from, columns: to)\n",
             policy::probe::packet_label(self.protocol, self.port),
             denied,
             names.len() * names.len()

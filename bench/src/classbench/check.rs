@@ -40,6 +40,7 @@ pub fn decide(
         IpAddr::V4(Ipv4Addr::from(peer)),
         Protocol(header.protocol),
         header.dst_port,
+        header.src_port,
     )
 }
 

@@ -234,7 +234,15 @@ mod tests {
             .pod_id("bench", "sink")
             .expect("the sink pod");
         let decide = |source: Ipv4Addr, port: u16| {
-            classifier.decide(sink, Direction::Ingress, source.into(), Protocol(UDP), port)
+            let source_port = policy::probe::DEFAULT_SOURCE_PORT;
+            classifier.decide(
+                sink,
+                Direction::Ingress,
+                source.into(),
+                Protocol(UDP),
+                port,
+                source_port,
+            )
         };
         match decide(SENDER_IP, PORT) {
             Decision::Allowed(rule) => {

@@ -415,7 +415,6 @@ fn rule_from(raw: &RawRule, at: &Location, diags: &mut Diagnostics) -> Option<Ru
         raw.source.as_ref().unwrap_or(&default_entity),
         protocol,
         ip_version,
-        true,
         &field("source"),
         diags,
     );
@@ -423,7 +422,6 @@ fn rule_from(raw: &RawRule, at: &Location, diags: &mut Diagnostics) -> Option<Ru
         raw.destination.as_ref().unwrap_or(&default_entity),
         protocol,
         ip_version,
-        false,
         &field("destination"),
         diags,
     );
@@ -528,7 +526,6 @@ fn entity_from(
     raw: &RawEntity,
     protocol: Option<Protocol>,
     ip_version: Option<u8>,
-    is_source: bool,
     at: &Location,
     diags: &mut Diagnostics,
 ) -> EntityMatch {
@@ -563,14 +560,6 @@ fn entity_from(
     let ports = |name: &str, list: &Option<Vec<IntOrString>>, diags: &mut Diagnostics| {
         let list = list.as_deref().unwrap_or_default();
         if list.is_empty() {
-            return Vec::new();
-        }
-        if is_source {
-            not_supported(
-                field(name),
-                "source ports (podwall's classifier matches the destination port only)",
-                diags,
-            );
             return Vec::new();
         }
         if !protocol.is_some_and(|p| p.has_ports() || p == Protocol::UDPLITE) {

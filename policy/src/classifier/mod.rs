@@ -196,7 +196,7 @@ impl PortTest {
 
 /// A slot that constrains the peer's pod *and* its address (an egress named port towards an
 /// ipBlock; a Calico rule with both selectors and nets). Rare enough to be checked one by one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct MixedSlot {
     pub(crate) slot: u32,
     /// Sorted groups that satisfy the pod condition.
@@ -218,15 +218,10 @@ impl MixedSlot {
     }
 }
 
-/// The rules that apply to one endpoint class in one direction, compiled.
-///
-/// Slots are numbered in evaluation order; the answer is the lowest slot whose every condition
-/// holds. That lowest slot is precomputed per class (and per port class × peer class), so a
-/// lookup is a port search, a hash lookup and an address search, whatever the number of rules.
+/// The slots of a table (or of one source-port class of it) by port, peer group and peer
+/// address.
 #[derive(Debug)]
-pub struct Table {
-    /// Slot → the rule it came from and what that rule does.
-    pub(crate) slots: Vec<(RuleRef, Action)>,
+pub(crate) struct Lookup {
     /// Per (protocol, port) class, the first slot for each kind of peer condition. Unless
     /// `wide` is set, the slots matching every port of a protocol are folded into every class.
     pub(crate) ports: (PortMap, Vec<PortClass>),
@@ -234,20 +229,13 @@ pub struct Table {
     /// into every port class.
     pub(crate) wide: Option<WideClasses>,
     pub(crate) mixed: Vec<MixedSlot>,
-    /// Whether any slot looks at the peer's pod group.
-    pub(crate) needs_group: bool,
 }
 
-impl Table {
-    /// The first slot matching the peer (its pod group, if it is a pod) and the port.
+impl Lookup {
+    /// The first slot matching the peer (its pod group, if it is a pod) and the destination
+    /// port, or `NONE`.
     #[inline]
-    fn first_match(
-        &self,
-        group: Option<u32>,
-        peer: IpAddr,
-        protocol: Protocol,
-        port: u16,
-    ) -> Option<u32> {
+    fn first(&self, group: Option<u32>, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
         let (map, classes) = &self.ports;
         let mut best = classes[map.class_of(protocol, port) as usize].first(group, peer);
         if let Some(wide) = &self.wide {
@@ -262,13 +250,18 @@ impl Table {
                 break;
             }
         }
-        (best != NONE).then_some(best)
+        best
+    }
+
+    fn needs_group(&self) -> bool {
+        !self.mixed.is_empty()
+            || self.ports.1.iter().any(|c| c.pods.is_some())
+            || self.wide.as_ref().is_some_and(WideClasses::needs_group)
     }
 
     fn heap_bytes(&self) -> usize {
         let (map, classes) = &self.ports;
-        self.slots.len() * std::mem::size_of::<(RuleRef, Action)>()
-            + map.heap_bytes()
+        map.heap_bytes()
             + classes.iter().map(PortClass::heap_bytes).sum::<usize>()
             + self.wide.as_ref().map_or(0, WideClasses::heap_bytes)
             + self
@@ -276,6 +269,106 @@ impl Table {
                 .iter()
                 .map(|m| 48 + m.groups.len() * 4 + m.ranges.len() * 40)
                 .sum::<usize>()
+    }
+}
+
+/// The slots with a source-port condition (Calico's `source.ports` and `notPorts` on ingress,
+/// and on egress where the source is the endpoint itself), by source-port class: each class
+/// has a [`Lookup`] of the slots whose source ports it lies in. Such rules are rare, so a
+/// table without them pays one branch.
+#[derive(Debug)]
+pub(crate) struct SourcePorts {
+    /// (protocol, source port) → index into `lookups`.
+    pub(crate) map: PortMap,
+    /// `None` for a class no slot's source ports include.
+    pub(crate) lookups: Vec<Option<Lookup>>,
+}
+
+impl SourcePorts {
+    #[inline]
+    fn lookup(&self, protocol: Protocol, source_port: u16) -> Option<&Lookup> {
+        self.lookups[self.map.class_of(protocol, source_port) as usize].as_ref()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Lookup> {
+        self.lookups.iter().flatten()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.map.heap_bytes()
+            + self.lookups.len() * std::mem::size_of::<Option<Lookup>>()
+            + self.all().map(Lookup::heap_bytes).sum::<usize>()
+    }
+}
+
+/// The rules that apply to one endpoint class in one direction, compiled.
+///
+/// Slots are numbered in evaluation order; the answer is the lowest slot whose every condition
+/// holds. That lowest slot is precomputed per class (and per port class × peer class), so a
+/// lookup is a port search, a hash lookup and an address search, whatever the number of rules.
+#[derive(Debug)]
+pub struct Table {
+    /// Slot → the rule it came from and what that rule does.
+    pub(crate) slots: Vec<(RuleRef, Action)>,
+    /// The slots without a source-port condition.
+    pub(crate) lookup: Lookup,
+    /// The slots with one.
+    pub(crate) by_source: Option<SourcePorts>,
+    /// Whether any slot looks at the peer's pod group.
+    pub(crate) needs_group: bool,
+}
+
+impl Table {
+    pub(crate) fn new(
+        slots: Vec<(RuleRef, Action)>,
+        lookup: Lookup,
+        by_source: Option<SourcePorts>,
+    ) -> Table {
+        let needs_group = lookup.needs_group()
+            || by_source
+                .as_ref()
+                .is_some_and(|s| s.all().any(Lookup::needs_group));
+        Table {
+            slots,
+            lookup,
+            by_source,
+            needs_group,
+        }
+    }
+
+    /// The first slot matching the peer (its pod group, if it is a pod) and the ports.
+    #[inline]
+    fn first_match(
+        &self,
+        group: Option<u32>,
+        peer: IpAddr,
+        protocol: Protocol,
+        port: u16,
+        source_port: u16,
+    ) -> Option<u32> {
+        let mut best = self.lookup.first(group, peer, protocol, port);
+        if let Some(by_source) = &self.by_source {
+            if let Some(lookup) = by_source.lookup(protocol, source_port) {
+                best = best.min(lookup.first(group, peer, protocol, port));
+            }
+        }
+        (best != NONE).then_some(best)
+    }
+
+    /// Whether the rules over every port of a protocol are kept apart (see
+    /// [`Stats::apart_tables`]).
+    fn is_apart(&self) -> bool {
+        self.lookup.wide.is_some()
+            || self
+                .by_source
+                .as_ref()
+                .is_some_and(|s| s.all().any(|l| l.wide.is_some()))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<(RuleRef, Action)>()
+            + self.lookup.heap_bytes()
+            + self.by_source.as_ref().map_or(0, SourcePorts::heap_bytes)
     }
 }
 
@@ -367,9 +460,10 @@ impl Classifier {
     }
 
     /// The verdict for traffic of `pod` in `direction` with `peer` (the source for ingress, the
-    /// destination for egress), `protocol` and `port` (the destination port; for ICMP and
-    /// ICMPv6 the type and code, see [`crate::calico::rule::icmp_port`]; 0 for other protocols
-    /// without ports).
+    /// destination for egress), `protocol`, `port` (the destination port; for ICMP and ICMPv6
+    /// the type and code, see [`crate::calico::rule::icmp_port`]; 0 for other protocols
+    /// without ports) and `source_port` (0 for protocols without ports; only Calico rules with
+    /// `source` ports look at it).
     #[inline]
     pub fn decide(
         &self,
@@ -378,13 +472,17 @@ impl Classifier {
         peer: IpAddr,
         protocol: Protocol,
         port: u16,
+        source_port: u16,
     ) -> Decision {
         let Some((chain, group)) = self.chain_for(pod, direction, peer) else {
             return Decision::NotIsolated;
         };
         let mut passed_by = None;
         for tier in &chain.tiers {
-            match tier.rules.first_match(group, peer, protocol, port) {
+            match tier
+                .rules
+                .first_match(group, peer, protocol, port, source_port)
+            {
                 Some(slot) => match tier.rules.slots[slot as usize] {
                     (rule, Action::Allow) => return Decision::Allowed(rule),
                     (rule, Action::Deny) => return Decision::DeniedBy(rule),
@@ -409,12 +507,15 @@ impl Classifier {
         peer: IpAddr,
         protocol: Protocol,
         port: u16,
+        source_port: u16,
     ) -> Option<RuleRef> {
         let (chain, group) = self.chain_for(pod, direction, peer)?;
         for tier in &chain.tiers {
-            let decided = tier.rules.first_match(group, peer, protocol, port);
+            let decided = tier
+                .rules
+                .first_match(group, peer, protocol, port, source_port);
             if let Some(log) = &tier.log {
-                if let Some(slot) = log.first_match(group, peer, protocol, port) {
+                if let Some(slot) = log.first_match(group, peer, protocol, port, source_port) {
                     if decided.is_none_or(|d| slot < d) {
                         return Some(log.slots[slot as usize].0);
                     }
@@ -442,7 +543,15 @@ impl Classifier {
     /// port of a protocol apart from its port classes (see [`Stats::apart_tables`]).
     pub fn is_apart(&self, pod: PodId, direction: Direction) -> bool {
         self.chain(pod, direction)
-            .is_some_and(|chain| chain.tables().any(|table| table.wide.is_some()))
+            .is_some_and(|chain| chain.tables().any(Table::is_apart))
+    }
+
+    /// Whether any rule for any pod looks at the source port (Calico `source` ports).
+    pub fn matches_source_ports(&self) -> bool {
+        self.chains
+            .iter()
+            .flat_map(Chain::tables)
+            .any(|table| table.by_source.is_some())
     }
 
     /// Whether `pod` is isolated in `direction` and, if so, by which policies.
@@ -467,14 +576,14 @@ impl Classifier {
         to: Party,
         protocol: Protocol,
         port: u16,
+        source_port: u16,
     ) -> ConnectionDecision {
         let same_pod = from.pod().is_some() && from.pod() == to.pod();
-        let egress = from
-            .pod()
-            .map(|p| self.decide(p, Direction::Egress, to.address(), protocol, port));
-        let ingress = to
-            .pod()
-            .map(|p| self.decide(p, Direction::Ingress, from.address(), protocol, port));
+        let decide = |pod, direction, peer: Party| {
+            self.decide(pod, direction, peer.address(), protocol, port, source_port)
+        };
+        let egress = from.pod().map(|p| decide(p, Direction::Egress, to));
+        let ingress = to.pod().map(|p| decide(p, Direction::Ingress, from));
         ConnectionDecision {
             egress,
             ingress,
@@ -489,7 +598,7 @@ impl Classifier {
                 .chains
                 .iter()
                 .flat_map(Chain::tables)
-                .filter(|table| table.wide.is_some())
+                .filter(|table| table.is_apart())
                 .count(),
             slots: self
                 .chains
@@ -578,7 +687,7 @@ mod tests {
             let peer: IpAddr = peer.parse().expect("an address");
             for protocol in [Protocol::TCP, Protocol::UDP] {
                 let decide =
-                    |c: &Classifier| c.decide(pod, Direction::Ingress, peer, protocol, port);
+                    |c: &Classifier| c.decide(pod, Direction::Ingress, peer, protocol, port, 40000);
                 assert_eq!(
                     decide(&folded),
                     decide(&apart),

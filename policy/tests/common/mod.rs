@@ -96,8 +96,13 @@ pub fn inventory_yaml(rng: &mut Rng) -> String {
 }
 
 /// Loads `text` and checks that both table layouts decide (and log) exactly like the reference
-/// for every pod, direction, peer (the pods and some other addresses) and (protocol, port).
-pub fn compare(text: &str, packets: &[(Protocol, u16)]) -> Result<(), TestCaseError> {
+/// for every pod, direction, peer (the pods and some other addresses), (protocol, port) and
+/// source port (each of `source_ports` for protocols with ports, else 0).
+pub fn compare(
+    text: &str,
+    packets: &[(Protocol, u16)],
+    source_ports: &[u16],
+) -> Result<(), TestCaseError> {
     let cluster = match load(&[Source::new("random.yaml", text.to_string())]) {
         Ok(c) => Arc::new(c),
         Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
@@ -129,28 +134,36 @@ pub fn compare(text: &str, packets: &[(Protocol, u16)]) -> Result<(), TestCaseEr
         for direction in Direction::BOTH {
             for &peer in &peers {
                 for &(protocol, port) in packets {
-                    let want = reference::decide(&cluster, pod, direction, peer, protocol, port);
-                    let got = folded.decide(pod, direction, peer, protocol, port);
-                    let context = || {
-                        format!(
-                            "pod {} {:?} peer {} {}/{}\n{}",
-                            cluster.inventory.pod(pod).key(),
-                            direction,
-                            peer,
-                            protocol,
-                            port,
-                            text
-                        )
-                    };
-                    prop_assert_eq!(got, want, "folded: {}", context());
-                    let got = apart.decide(pod, direction, peer, protocol, port);
-                    prop_assert_eq!(got, want, "apart: {}", context());
-                    let want_logged =
-                        reference::logged(&cluster, pod, direction, peer, protocol, port);
-                    let logged = folded.logged(pod, direction, peer, protocol, port);
-                    prop_assert_eq!(logged, want_logged, "logged, folded: {}", context());
-                    let logged = apart.logged(pod, direction, peer, protocol, port);
-                    prop_assert_eq!(logged, want_logged, "logged, apart: {}", context());
+                    let has_ports = protocol.has_ports() || protocol == Protocol::UDPLITE;
+                    let sources: &[u16] = if has_ports { source_ports } else { &[0] };
+                    for &source in sources {
+                        let context = || {
+                            format!(
+                                "pod {} {:?} peer {} {}/{} from port {}\n{}",
+                                cluster.inventory.pod(pod).key(),
+                                direction,
+                                peer,
+                                protocol,
+                                port,
+                                source,
+                                text
+                            )
+                        };
+                        let want = reference::decide(
+                            &cluster, pod, direction, peer, protocol, port, source,
+                        );
+                        let got = folded.decide(pod, direction, peer, protocol, port, source);
+                        prop_assert_eq!(got, want, "folded: {}", context());
+                        let got = apart.decide(pod, direction, peer, protocol, port, source);
+                        prop_assert_eq!(got, want, "apart: {}", context());
+                        let want_logged = reference::logged(
+                            &cluster, pod, direction, peer, protocol, port, source,
+                        );
+                        let logged = folded.logged(pod, direction, peer, protocol, port, source);
+                        prop_assert_eq!(logged, want_logged, "logged, folded: {}", context());
+                        let logged = apart.logged(pod, direction, peer, protocol, port, source);
+                        prop_assert_eq!(logged, want_logged, "logged, apart: {}", context());
+                    }
                 }
             }
         }
