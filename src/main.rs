@@ -156,6 +156,7 @@ enum Command {
     /// PROBES.yaml is a list of probes:
     ///   - {from: x/a, to: y/b, protocol: TCP, port: 80, allowed: false}
     ///   - {from: 10.0.0.7, to: y/b, port: 81, allowed: true, ipFamily: IPv4}
+    ///   - {from: x/a, to: y/b, port: 53, sourcePort: 1000, allowed: false}
     ///
     /// Each mismatch is printed with its explanation, then `N passed, N failed`.
     ///

@@ -103,5 +103,5 @@ fn kubernetes_documentation_examples_pass() {
 
 #[test]
 fn calico_documentation_examples_pass() {
-    assert_all_pass("calico-examples", 7, 50);
+    assert_all_pass("calico-examples", 8, 58);
 }

@@ -15,7 +15,7 @@ use policy::probe::IpFamily;
 use policy::{Protocol, Published};
 
 use crate::error::{Error, Result};
-use crate::probe::{probe, ServeSpec, Server};
+use crate::probe::{probe_with, Probe, ServeSpec, Server};
 use crate::topology::{Datapath, Topology, TopologyOptions};
 
 /// One connection to try: ends as `namespace/pod` or an IP address.
@@ -26,6 +26,8 @@ pub struct LabProbe {
     pub protocol: Protocol,
     /// The destination port; for ICMP and ICMPv6 the type and code as the classifier sees them.
     pub port: u16,
+    /// The source port the probe must come from (`None`: an ephemeral one).
+    pub source_port: Option<u16>,
     pub family: Option<IpFamily>,
 }
 
@@ -239,13 +241,18 @@ impl Lab {
             .topology
             .endpoint_by_ip(resolved.from_address)
             .ok_or_else(|| Error::UnknownEndpoint(resolved.from_address.to_string()))?;
-        probe(
+        probe_with(
             from.namespace(),
-            resolved.probe.protocol,
-            resolved.to_address,
-            resolved.probe.port,
-            self.options.probe_timeout,
+            &Probe {
+                protocol: resolved.probe.protocol,
+                from: None,
+                to: resolved.to_address,
+                port: resolved.probe.port,
+                source_port: resolved.probe.source_port,
+                timeout: self.options.probe_timeout,
+            },
         )
+        .map(|outcome| outcome.ok)
     }
 
     /// Runs every probe, `options.parallel` at a time; results in input order.

@@ -223,6 +223,8 @@ pub struct Probe {
     /// The destination port; for ICMP and ICMPv6 the type and code as the classifier sees them
     /// ([`policy::calico::rule::icmp_port`]).
     pub port: u16,
+    /// The source port (`None`: the kernel picks an ephemeral one).
+    pub source_port: Option<u16>,
     pub timeout: Duration,
 }
 
@@ -251,8 +253,8 @@ pub fn sendable(protocol: Protocol, port: u16) -> std::result::Result<(), String
 
 /// Whether a `protocol` connection from namespace `ns` to `to:port` works (TCP: handshake and a
 /// short echo; UDP: a datagram echoed; SCTP: INIT answered by INIT-ACK; ICMP: an echo request
-/// answered). `Ok(false)` is a
-/// verdict (refused, unreachable, timed out); `Err` means the probe could not be tried.
+/// answered), from an ephemeral source port. `Ok(false)` is a verdict (refused, unreachable,
+/// timed out); `Err` means the probe could not be tried.
 pub fn probe(
     ns: &Namespace,
     protocol: Protocol,
@@ -267,6 +269,7 @@ pub fn probe(
             from: None,
             to,
             port,
+            source_port: None,
             timeout,
         },
     )
@@ -293,6 +296,9 @@ pub fn probe_with(ns: &Namespace, probe: &Probe) -> Result<ProbeOutcome> {
         args.extend(["--icmp-code".into(), (probe.port & 0xff).to_string()]);
     } else {
         args.extend(["--port".into(), probe.port.to_string()]);
+    }
+    if let Some(source_port) = probe.source_port {
+        args.extend(["--source-port".into(), source_port.to_string()]);
     }
     if let Some(from) = probe.from {
         args.extend(["--from".into(), from.to_string()]);

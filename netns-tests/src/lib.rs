@@ -267,6 +267,7 @@ pub fn plan(classifier: &Classifier, probes: &[Probe]) -> Vec<Planned> {
                         to: probe.to.clone(),
                         protocol: connection.protocol,
                         port: connection.port,
+                        source_port: probe.source_port,
                         family: probe.ip_family,
                     },
                     from_address: connection.from.address(),
@@ -301,6 +302,7 @@ pub fn attempt(lab: &Lab, probe: &Resolved, timeout: Duration) -> Outcome {
             from: None,
             to: probe.to_address,
             port: probe.probe.port,
+            source_port: probe.probe.source_port,
             timeout,
         },
     )

@@ -92,3 +92,13 @@ fn pings_between_pods_get_through_and_nothing_else_does() {
     );
     assert_case_agrees(&case);
 }
+
+/// Source ports through both datapaths: probes from fixed source ports (the database denies
+/// privileged ones; CoreDNS may only send from its port named dns) and from an ephemeral one.
+#[test]
+fn source_ports_are_matched_on_real_packets() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    assert_case_agrees(&Case::calico_example("source-ports"));
+}

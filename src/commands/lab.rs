@@ -147,6 +147,7 @@ pub fn run(
                     to: p.to.clone(),
                     protocol,
                     port,
+                    source_port: p.source_port,
                     family: p.ip_family.or(family),
                 });
                 sent.push(p.clone());
@@ -229,7 +230,13 @@ pub fn run(
             "{:<22} {:<22} {:<20} {:<8} {:<8} {}{}",
             probe.from,
             probe.to,
-            policy::probe::packet_label(connection.protocol, connection.port),
+            match probe.source_port {
+                Some(source) => format!(
+                    "{} from {source}",
+                    policy::probe::packet_label(connection.protocol, connection.port)
+                ),
+                None => policy::probe::packet_label(connection.protocol, connection.port),
+            },
             verdict(policy_allows),
             verdict(packets),
             if expectations {

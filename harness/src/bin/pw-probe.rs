@@ -115,6 +115,10 @@ struct ConnectArgs {
     /// The destination port (TCP, UDP and SCTP).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Source port (TCP, UDP and SCTP; the kernel picks an ephemeral one without it). A TCP
+    /// probe from a fixed port ends with a reset, so that no TIME_WAIT blocks the next one.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    source_port: Option<u16>,
     /// The code of an ICMP or ICMPv6 echo request.
     #[arg(long, default_value_t = 0)]
     icmp_code: u8,
@@ -446,8 +450,10 @@ fn connect(args: &ConnectArgs) -> ExitCode {
         Outcome::LocalError("--from and --to are of different address families".into())
     } else if ported && args.port == 0 {
         Outcome::LocalError("--port: TCP, UDP and SCTP probes need a port from 1 to 65535".into())
-    } else if !ported && args.port != 0 {
-        Outcome::LocalError("--port: ICMP has no ports (--icmp-code sets the code)".into())
+    } else if !ported && (args.port != 0 || args.source_port.is_some()) {
+        Outcome::LocalError(
+            "--port, --source-port: ICMP has no ports (--icmp-code sets the code)".into(),
+        )
     } else {
         match args.protocol {
             Proto::Tcp => connect_tcp(args, deadline),
@@ -495,10 +501,21 @@ fn classify(what: &str, e: &io::Error) -> Outcome {
 fn bound_socket(args: &ConnectArgs, ty: Type, protocol: Protocol) -> Result<Socket, Outcome> {
     let socket = new_socket(args.to, ty, protocol)
         .map_err(|e| Outcome::LocalError(format!("socket: {e}")))?;
-    if let Some(from) = args.from {
+    if args.from.is_some() || args.source_port.is_some() {
+        let any = if args.to.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        let local = SocketAddr::new(args.from.unwrap_or(any), args.source_port.unwrap_or(0));
+        if args.source_port.is_some() {
+            socket
+                .set_reuse_address(true)
+                .map_err(|e| Outcome::LocalError(format!("SO_REUSEADDR: {e}")))?;
+        }
         socket
-            .bind(&SocketAddr::new(from, 0).into())
-            .map_err(|e| Outcome::LocalError(format!("binding {from}: {e}")))?;
+            .bind(&local.into())
+            .map_err(|e| Outcome::LocalError(format!("binding {local}: {e}")))?;
     }
     Ok(socket)
 }
@@ -514,6 +531,12 @@ fn connect_tcp(args: &ConnectArgs, deadline: Instant) -> Outcome {
     };
     if let Err(e) = socket.connect_timeout(&target.into(), left) {
         return classify("connect", &e);
+    }
+    if args.source_port.is_some() {
+        // Close with a reset: a TIME_WAIT on this fixed port would refuse the next probe.
+        if let Err(e) = socket.set_linger(Some(Duration::ZERO)) {
+            return Outcome::LocalError(format!("SO_LINGER: {e}"));
+        }
     }
     // Connected; a short echo round trip shows that data passes too, not just the handshake.
     let mut stream: TcpStream = socket.into();
@@ -646,8 +669,11 @@ fn connect_sctp(args: &ConnectArgs, deadline: Instant) -> Outcome {
         Err(e) => return Outcome::LocalError(format!("raw SCTP socket: {e}")),
     };
     let tag = nonzero_random_u32();
-    // An ephemeral port from the range Linux uses, so it looks like a real client's.
-    let src_port = 32_768 + (random_u64() % 28_232) as u16;
+    // Without --source-port, an ephemeral port from the range Linux uses, so it looks like a
+    // real client's.
+    let src_port = args
+        .source_port
+        .unwrap_or(32_768 + (random_u64() % 28_232) as u16);
     let init = sctp::init(src_port, args.port, tag, random_u64() as u32);
     let interval = retry_interval(args.timeout_ms);
     let mut buf = vec![0u8; 65_536];
