@@ -45,7 +45,7 @@ fn report(options: Options) -> Result<()> {
         .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
-        "| list | rules | approximated | narrowed to TCP | source ports ignored | manifest | \
+        "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \
          load | compile | load + compile | slots | heap | bytes per rule |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -65,7 +65,7 @@ fn report(options: Options) -> Result<()> {
                 rules.len(),
                 c.approximated,
                 c.narrowed,
-                c.source_ports_ignored,
+                c.with_source_ports,
                 mib(built.manifest_bytes),
                 built.load.as_secs_f64(),
                 built.compile.as_secs_f64(),

@@ -59,12 +59,12 @@ fn convert_list(options: Options) -> Result<()> {
     eprintln!(
         "{}: {} rules → GlobalNetworkPolicy {name} (ingress and egress rule i = ClassBench rule \
          i); approximated (ports dropped on a protocol without ports): {}; narrowed to TCP \
-         (any protocol with ports): {}; source port ranges ignored: {}",
+         (any protocol with ports): {}; with source ports: {}",
         path.display(),
         conversion.rules.len(),
         conversion.approximated,
         conversion.narrowed,
-        conversion.source_ports_ignored,
+        conversion.with_source_ports,
     );
     Ok(())
 }

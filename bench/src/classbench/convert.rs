@@ -33,7 +33,7 @@ impl Action {
 }
 
 /// One ClassBench rule as a Calico rule: ingress rule *i* matches `src` (the peer is the
-/// source), egress rule *i* matches `dst`; both match `protocol` and `dst_ports`.
+/// source), egress rule *i* matches `dst`; both match `protocol`, `dst_ports` and `src_ports`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CalicoRule {
     pub action: Action,
@@ -41,6 +41,8 @@ pub struct CalicoRule {
     pub protocol: Option<Protocol>,
     /// `None`: any port (no `ports` field).
     pub dst_ports: Option<PortRange>,
+    /// `None`: any source port (no `source.ports` field).
+    pub src_ports: Option<PortRange>,
     pub src: Prefix,
     pub dst: Prefix,
 }
@@ -52,10 +54,10 @@ pub struct Conversion {
     pub rules: Vec<CalicoRule>,
     /// A port range on a protocol without ports (e.g. ICMP) was dropped.
     pub approximated: usize,
-    /// Any protocol with a partial destination port range became TCP only.
+    /// Any protocol with a partial source or destination port range became TCP only.
     pub narrowed: usize,
-    /// A partial source port range was ignored (podwall matches destination ports only).
-    pub source_ports_ignored: usize,
+    /// Rules with a partial source port range (written as `source.ports`).
+    pub with_source_ports: usize,
 }
 
 /// A rule that has no Calico form.
@@ -87,14 +89,15 @@ pub fn convert(rules: &[ClassBenchRule]) -> Result<Conversion, ConvertError> {
         ..Conversion::default()
     };
     for (i, rule) in rules.iter().enumerate() {
-        let ports = (!rule.dst_ports.is_full()).then_some(rule.dst_ports);
-        let (protocol, dst_ports) = if rule.protocol.is_any() {
-            match ports {
-                None => (None, None),
-                Some(ports) => {
-                    out.narrowed += 1;
-                    (Some(Protocol::TCP), Some(ports))
-                }
+        let partial = |range: PortRange| (!range.is_full()).then_some(range);
+        let ports = (partial(rule.dst_ports), partial(rule.src_ports));
+        let any_ports = ports.0.is_some() || ports.1.is_some();
+        let (protocol, (dst_ports, src_ports)) = if rule.protocol.is_any() {
+            if any_ports {
+                out.narrowed += 1;
+                (Some(Protocol::TCP), ports)
+            } else {
+                (None, (None, None))
             }
         } else {
             let protocol = Protocol(rule.protocol.value);
@@ -104,21 +107,19 @@ pub fn convert(rules: &[ClassBenchRule]) -> Result<Conversion, ConvertError> {
                     reason: "protocol 0x00/0xFF: Calico protocol numbers are 1–255".into(),
                 });
             }
-            match ports {
-                Some(_) if !matches!(protocol.0, 6 | 17 | 132) => {
-                    out.approximated += 1;
-                    (Some(protocol), None)
-                }
-                ports => (Some(protocol), ports),
+            if any_ports && !matches!(protocol.0, 6 | 17 | 132) {
+                out.approximated += 1;
+                (Some(protocol), (None, None))
+            } else {
+                (Some(protocol), ports)
             }
         };
-        if !rule.src_ports.is_full() {
-            out.source_ports_ignored += 1;
-        }
+        out.with_source_ports += usize::from(src_ports.is_some());
         out.rules.push(CalicoRule {
             action: Action::of(i),
             protocol,
             dst_ports,
+            src_ports,
             src: rule.src,
             dst: rule.dst,
         });
@@ -191,11 +192,28 @@ mod tests {
     }
 
     #[test]
-    fn source_ports_are_counted_as_ignored() {
-        let text = "@0.0.0.0/0\t0.0.0.0/0\t1 : 2\t0 : 65535\t0x06/0xFF\t\n";
+    fn source_ports_convert_like_destination_ports() {
+        let text = "\
+@0.0.0.0/0\t0.0.0.0/0\t1 : 2\t0 : 65535\t0x06/0xFF\t
+@0.0.0.0/0\t0.0.0.0/0\t1 : 2\t0 : 65535\t0x00/0x00\t
+@0.0.0.0/0\t0.0.0.0/0\t1 : 2\t0 : 65535\t0x01/0xFF\t
+";
         let c = convert(&parse_rules(text).unwrap()).unwrap();
-        assert_eq!(c.source_ports_ignored, 1);
-        assert_eq!(c.rules[0].dst_ports, None);
+        let shapes: Vec<(Option<u8>, Option<PortRange>, Option<PortRange>)> = c
+            .rules
+            .iter()
+            .map(|r| (r.protocol.map(|p| p.0), r.src_ports, r.dst_ports))
+            .collect();
+        let one_two = Some(PortRange { lo: 1, hi: 2 });
+        assert_eq!(
+            shapes,
+            [
+                (Some(6), one_two, None),
+                (Some(6), one_two, None),
+                (Some(1), None, None)
+            ]
+        );
+        assert_eq!((c.with_source_ports, c.narrowed, c.approximated), (2, 1, 1));
     }
 
     #[test]

@@ -74,29 +74,28 @@ enum Side {
     Destination,
 }
 
-/// One rule; the ports are always on `destination`.
+/// One rule: the peer's `nets` on its side, destination ports on `destination`, source ports
+/// on `source`.
 fn rule_yaml(text: &mut String, rule: &CalicoRule, peer: Side) {
     let _ = writeln!(text, "  - action: {}", rule.action.name());
     if let Some(protocol) = rule.protocol {
         let _ = writeln!(text, "    protocol: {}", protocol.0);
     }
-    let ports = rule.dst_ports.map(ports_yaml);
-    match (peer, ports) {
-        (Side::Source, ports) => {
-            let _ = writeln!(text, "    source: {{nets: [\"{}\"]}}", rule.src);
-            if let Some(ports) = ports {
-                let _ = writeln!(text, "    destination: {{ports: [{ports}]}}");
-            }
-        }
-        (Side::Destination, Some(ports)) => {
-            let _ = writeln!(
-                text,
-                "    destination: {{nets: [\"{}\"], ports: [{ports}]}}",
-                rule.dst
-            );
-        }
-        (Side::Destination, None) => {
-            let _ = writeln!(text, "    destination: {{nets: [\"{}\"]}}", rule.dst);
+    let mut source: Vec<String> = Vec::new();
+    let mut destination: Vec<String> = Vec::new();
+    match peer {
+        Side::Source => source.push(format!("nets: [\"{}\"]", rule.src)),
+        Side::Destination => destination.push(format!("nets: [\"{}\"]", rule.dst)),
+    }
+    if let Some(ports) = rule.src_ports {
+        source.push(format!("ports: [{}]", ports_yaml(ports)));
+    }
+    if let Some(ports) = rule.dst_ports {
+        destination.push(format!("ports: [{}]", ports_yaml(ports)));
+    }
+    for (side, fields) in [("source", source), ("destination", destination)] {
+        if !fields.is_empty() {
+            let _ = writeln!(text, "    {side}: {{{}}}", fields.join(", "));
         }
     }
 }
@@ -133,6 +132,10 @@ mod tests {
                 action: Action::Allow,
                 protocol: Some(Protocol::TCP),
                 dst_ports: Some(PortRange { lo: 80, hi: 80 }),
+                src_ports: Some(PortRange {
+                    lo: 1024,
+                    hi: 65535,
+                }),
                 src: Prefix::new(0x0a00_0000, 8),
                 dst: Prefix::new(0xc0a8_0100, 24),
             },
@@ -140,6 +143,7 @@ mod tests {
                 action: Action::Allow,
                 protocol: Some(Protocol::UDP),
                 dst_ports: Some(PortRange { lo: 1000, hi: 2000 }),
+                src_ports: None,
                 src: Prefix::new(0, 0),
                 dst: Prefix::new(0x0101_0101, 32),
             },
@@ -147,6 +151,7 @@ mod tests {
                 action: Action::Deny,
                 protocol: None,
                 dst_ports: None,
+                src_ports: None,
                 src: Prefix::new(0, 0),
                 dst: Prefix::new(0, 0),
             },
@@ -177,7 +182,11 @@ mod tests {
         let egress = calico(&p.egress[0]);
         assert_eq!(egress.destination.nets, [net("192.168.1.0/24")]);
         assert_eq!(egress.destination.ports, [CalicoPort::Range(80, 80)]);
+        assert_eq!(egress.source.ports, [CalicoPort::Range(1024, 65535)]);
         assert!(egress.source.nets.is_empty());
+        let first = calico(&p.ingress[0]);
+        assert_eq!(first.source.nets, [net("10.0.0.0/8")]);
+        assert_eq!(first.source.ports, [CalicoPort::Range(1024, 65535)]);
         assert_eq!(calico(&p.ingress[2]).protocol, None);
         assert_eq!(p.egress[2].action, netpol::Action::Deny);
         assert_eq!(p.ingress[0].action, netpol::Action::Allow);

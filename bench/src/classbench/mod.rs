@@ -14,21 +14,21 @@
 //!
 //! - **Action:** `Deny` when `i % 3 == 2`, else `Allow` (ClassBench rules have no action; this
 //!   gives an ordered mix of both).
-//! - **Ingress rule:** `source: {nets: [SRC]}`, `destination: {ports: [DPORTS]}`, `protocol`.
-//!   **Egress rule:** `destination: {nets: [DST], ports: [DPORTS]}`, the same `protocol`. So
-//!   ingress matches the source prefix and egress the destination prefix; neither looks at the
-//!   other address.
-//! - **Source ports are not converted**: podwall's classifier matches destination ports only
-//!   (its loader rejects Calico `source.ports`). Rules with a partial source range are counted
-//!   ([`Conversion::source_ports_ignored`]).
-//! - **Protocol** mask `0xFF`: `protocol: <number>`. Destination ports are written only for
-//!   6, 17 and 132 and a range other than `0:65535` (`"lo:hi"`, or a number when `lo == hi`).
-//!   A partial range on a protocol without ports (ICMP, GRE, …) is dropped: *approximated*
-//!   ([`Conversion::approximated`]). Protocol 0 with mask `0xFF` has no Calico form: an error.
-//! - **Protocol** mask `0x00` (any): with the full port range, no `protocol` field. With a
-//!   partial range it cannot be one Calico rule (ports need a protocol), so it becomes
-//!   `protocol: 6` with the ports: *narrowed to TCP* ([`Conversion::narrowed`]). Narrowing
-//!   rather than splitting keeps rule *i* at index *i*.
+//! - **Ingress rule:** `source: {nets: [SRC], ports: [SPORTS]}`,
+//!   `destination: {ports: [DPORTS]}`, `protocol`. **Egress rule:** `source: {ports: [SPORTS]}`,
+//!   `destination: {nets: [DST], ports: [DPORTS]}`, the same `protocol`. So ingress matches the
+//!   source prefix and egress the destination prefix; neither looks at the other address. Both
+//!   match the header's source and destination ports (on egress the source is the pod itself,
+//!   and `source.ports` its own port).
+//! - **Protocol** mask `0xFF`: `protocol: <number>`. Source and destination ports are written
+//!   only for 6, 17 and 132 and a range other than `0:65535` (`"lo:hi"`, or a number when
+//!   `lo == hi`). A partial range on a protocol without ports (ICMP, GRE, …) is dropped:
+//!   *approximated* ([`Conversion::approximated`]). Protocol 0 with mask `0xFF` has no Calico
+//!   form: an error.
+//! - **Protocol** mask `0x00` (any): with full port ranges, no `protocol` field. With a partial
+//!   range it cannot be one Calico rule (ports need a protocol), so it becomes `protocol: 6`
+//!   with the ports: *narrowed to TCP* ([`Conversion::narrowed`]). Narrowing rather than
+//!   splitting keeps rule *i* at index *i*.
 //! - **Prefixes** are written as they are (`0.0.0.0/0` included); host bits, if any, are
 //!   cleared when parsing.
 //!

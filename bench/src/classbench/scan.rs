@@ -1,6 +1,6 @@
 //! The reference answer: a plain linear scan over the converted rules, in order, with the same
-//! meaning the Calico rules have (protocol as converted, destination ports only where they were
-//! written, the peer's prefix on the side the direction looks at). Deliberately naive.
+//! meaning the Calico rules have (protocol as converted, source and destination ports only where
+//! they were written, the peer's prefix on the side the direction looks at). Deliberately naive.
 
 use policy::Direction;
 
@@ -21,6 +21,7 @@ pub fn matches(rule: &CalicoRule, direction: Direction, header: &Header) -> bool
     };
     peer && rule.protocol.is_none_or(|p| p.0 == header.protocol)
         && rule.dst_ports.is_none_or(|r| r.contains(header.dst_port))
+        && rule.src_ports.is_none_or(|r| r.contains(header.src_port))
 }
 
 #[cfg(test)]
