@@ -392,3 +392,74 @@ fn probes_that_name_unknown_pods_are_errors_naming_the_probe() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn explain_and_matrix_take_a_source_port_and_show_it_where_a_rule_looks_at_it() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/calico-examples");
+    let cluster = examples.join("cluster.yaml");
+    let policies = examples.join("source-ports/policies.yaml");
+    let (cluster, policies) = (cluster.to_str().unwrap(), policies.to_str().unwrap());
+    let explain = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "-f",
+            cluster,
+            "-f",
+            policies,
+            "--from",
+            "production/backend",
+            "--to",
+            "production/database",
+        ];
+        args.extend_from_slice(extra);
+        podwall(&args)
+    };
+    let out = explain(&["--port", "6379", "--source-port", "1000"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("TCP/6379 from port 1000: DENIED")
+            && stdout.contains("spec.ingress[0] (Deny)"),
+        "{stdout}"
+    );
+    let stdout = text(&explain(&["--port", "6379"]).stdout);
+    assert!(
+        stdout.contains("TCP/6379 from port 32768: ALLOWED"),
+        "{stdout}"
+    );
+    let out = explain(&["--protocol", "ICMP", "--source-port", "1000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--source-port: Invalid value: \"1000\": ICMP has no ports"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let matrix = |source_port: &str| {
+        let out = podwall(&[
+            "matrix",
+            "-f",
+            cluster,
+            "-f",
+            policies,
+            "--port",
+            "6379",
+            "--source-port",
+            source_port,
+            "--output",
+            "json",
+        ]);
+        let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let table = &tables[0];
+        let pods: Vec<&str> = table["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        let at = |name: &str| pods.iter().position(|p| *p == name).unwrap();
+        assert_eq!(table["sourcePort"], source_port.parse::<u16>().unwrap());
+        table["allowed"][at("production/backend")][at("production/database")].clone()
+    };
+    assert_eq!(matrix("40000"), true);
+    assert_eq!(matrix("1000"), false);
+}
