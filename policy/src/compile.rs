@@ -1394,10 +1394,19 @@ impl TableBuilder<'_> {
         };
         let mut mixed = mixed.clone();
         mixed.sort_by_key(|m| m.slot);
+        let lowest = unported
+            .iter()
+            .chain(with_ports.iter().map(|(_, slot)| slot))
+            .chain(all_but.iter().map(|(_, slot)| slot))
+            .chain(mixed.iter().map(|m| &m.slot))
+            .copied()
+            .min()
+            .unwrap_or(NONE);
         Lookup {
             ports: (map, port_classes),
             wide,
             mixed,
+            lowest,
         }
     }
 

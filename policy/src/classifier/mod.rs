@@ -229,6 +229,8 @@ pub(crate) struct Lookup {
     /// into every port class.
     pub(crate) wide: Option<WideClasses>,
     pub(crate) mixed: Vec<MixedSlot>,
+    /// The lowest slot in the lookup (`NONE` if it has none).
+    pub(crate) lowest: u32,
 }
 
 impl Lookup {
@@ -348,8 +350,12 @@ impl Table {
     ) -> Option<u32> {
         let mut best = self.lookup.first(group, peer, protocol, port);
         if let Some(by_source) = &self.by_source {
-            if let Some(lookup) = by_source.lookup(protocol, source_port) {
-                best = best.min(lookup.first(group, peer, protocol, port));
+            match by_source.lookup(protocol, source_port) {
+                // An earlier slot already matched: nothing here can come first.
+                Some(lookup) if lookup.lowest < best => {
+                    best = best.min(lookup.first(group, peer, protocol, port));
+                }
+                _ => {}
             }
         }
         (best != NONE).then_some(best)
