@@ -35,6 +35,16 @@ fn podwall_with_stdin(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The `pods` of one table of `matrix --output json`.
+fn pod_names(table: &serde_json::Value) -> Vec<&str> {
+    table["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -270,12 +280,7 @@ fn matrix_json_is_the_pod_by_pod_table() {
     assert!(out.status.success());
     let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let table = &tables[0];
-    let pods: Vec<&str> = table["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let pods = pod_names(table);
     assert_eq!(
         pods,
         [
@@ -450,12 +455,7 @@ fn explain_and_matrix_take_a_source_port_and_show_it_where_a_rule_looks_at_it() 
         ]);
         let tables: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let table = &tables[0];
-        let pods: Vec<&str> = table["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap())
-            .collect();
+        let pods = pod_names(table);
         let at = |name: &str| pods.iter().position(|p| *p == name).unwrap();
         assert_eq!(table["sourcePort"], source_port.parse::<u16>().unwrap());
         table["allowed"][at("production/backend")][at("production/database")].clone()

@@ -151,18 +151,12 @@ impl DecideWorkload {
     /// See [`DecideWorkload::compile_checked`].
     pub fn check(&self, classifier: &Classifier) {
         let decide = |l: &Lookup| {
-            let got = classifier.decide(
-                self.target,
-                Direction::Ingress,
-                l.peer,
-                l.protocol,
-                l.port,
-                SOURCE_PORT,
-            );
+            let (pod, ingress) = (self.target, Direction::Ingress);
+            let got = classifier.decide(pod, ingress, l.peer, l.protocol, l.port, SOURCE_PORT);
             let want = reference::decide(
                 &self.cluster,
-                self.target,
-                Direction::Ingress,
+                pod,
+                ingress,
                 l.peer,
                 l.protocol,
                 l.port,

@@ -68,6 +68,14 @@ impl Default for LabOptions {
     }
 }
 
+/// The source port a probe is sent from: the one it gives; else, when some rule looks at source
+/// ports (`rules_look`), the one the policy answers for (`evaluated`, see
+/// [`policy::probe::Probe::packet_source_port`]), so that packets and policy are about the same
+/// port; else `None`, an ephemeral port the kernel picks.
+pub fn source_port_to_bind(given: Option<u16>, evaluated: u16, rules_look: bool) -> Option<u16> {
+    given.or((rules_look && evaluated != 0).then_some(evaluated))
+}
+
 /// A probe with both ends resolved to namespaces and addresses.
 #[derive(Debug, Clone)]
 pub struct Resolved {

@@ -267,7 +267,11 @@ pub fn plan(classifier: &Classifier, probes: &[Probe]) -> Vec<Planned> {
                         to: probe.to.clone(),
                         protocol: connection.protocol,
                         port: connection.port,
-                        source_port: probe.source_port,
+                        source_port: harness::lab::source_port_to_bind(
+                            probe.source_port,
+                            connection.source_port,
+                            classifier.matches_source_ports(),
+                        ),
                         family: probe.ip_family,
                     },
                     from_address: connection.from.address(),

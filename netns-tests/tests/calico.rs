@@ -102,3 +102,35 @@ fn source_ports_are_matched_on_real_packets() {
     }
     assert_case_agrees(&Case::calico_example("source-ports"));
 }
+
+/// Where a rule looks at source ports, a probe without `sourcePort` is sent from the port the
+/// policy answers for (32768), not from one the kernel picks: here only that port is denied.
+#[test]
+fn a_probe_without_a_source_port_is_sent_from_the_one_the_policy_answers_for() {
+    if !harness::require_root_or_skip() {
+        return;
+    }
+    let cluster = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/calico-examples/cluster.yaml"),
+    )
+    .expect("the Calico examples' cluster");
+    let policy = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: not-from-32768}
+spec:
+  selector: role == 'database'
+  ingress:
+  - {action: Deny, protocol: TCP, source: {ports: [32768]}}
+  - {action: Allow}
+";
+    let probes = "
+- {from: production/backend, to: production/database, port: 6379, allowed: false}
+- {from: production/backend, to: production/database, port: 6379, sourcePort: 32769, allowed: true}
+";
+    assert_case_agrees(&Case::inline(
+        "default-source-port",
+        &[&cluster, policy],
+        probes,
+    ));
+}

@@ -438,28 +438,13 @@ fn a_named_port_in_not_ports_excludes_the_number_it_stands_for_on_the_destinatio
         "web-but-http",
         "  selector: app == 'web'\n  ingress: [{action: Allow, protocol: TCP, destination: {notPorts: [http]}}]",
     );
-    let cluster = || load_policies(&ingress).unwrap();
-    assert!(!allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.0.1",
-        Protocol::TCP,
-        8080
-    ));
-    assert!(allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.0.1",
-        Protocol::TCP,
-        80
-    ));
-    assert!(allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.1.1",
-        Protocol::TCP,
-        8080
-    ));
+    let to = |address, port| {
+        let cluster = load_policies(&ingress).unwrap();
+        allowed(cluster, "10.0.0.2", address, Protocol::TCP, port)
+    };
+    assert!(!to("10.0.0.1", 8080));
+    assert!(to("10.0.0.1", 80));
+    assert!(to("10.0.1.1", 8080), "web in y has no port named http");
 
     // Egress: the destination is the peer; the name stands for 8080 on web in x only, and for
     // nothing on other pods or on addresses outside the cluster.
@@ -468,42 +453,15 @@ fn a_named_port_in_not_ports_excludes_the_number_it_stands_for_on_the_destinatio
         "db-out",
         "  selector: app == 'db'\n  egress: [{action: Allow, protocol: TCP, destination: {ports: [\"8000:9000\"], notPorts: [http]}}]",
     );
-    let cluster = || load_policies(&egress).unwrap();
-    assert!(!allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.0.1",
-        Protocol::TCP,
-        8080
-    ));
-    assert!(allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.0.1",
-        Protocol::TCP,
-        8081
-    ));
-    assert!(allowed(
-        cluster(),
-        "10.0.0.2",
-        "10.0.1.1",
-        Protocol::TCP,
-        8080
-    ));
-    assert!(allowed(
-        cluster(),
-        "10.0.0.2",
-        "192.0.2.1",
-        Protocol::TCP,
-        8080
-    ));
-    assert!(!allowed(
-        cluster(),
-        "10.0.0.2",
-        "192.0.2.1",
-        Protocol::TCP,
-        9001
-    ));
+    let to = |address, port| {
+        let cluster = load_policies(&egress).unwrap();
+        allowed(cluster, "10.0.0.2", address, Protocol::TCP, port)
+    };
+    assert!(!to("10.0.0.1", 8080));
+    assert!(to("10.0.0.1", 8081));
+    assert!(to("10.0.1.1", 8080));
+    assert!(to("192.0.2.1", 8080));
+    assert!(!to("192.0.2.1", 9001));
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub fn run(
         Some(text) => (parse_probes(&probes_name, text)?, true),
         None => (matrix_probes(&cluster, family), false),
     };
+    let rules_look_at_source_ports = compiled.classifier.matches_source_ports();
     // Probes the lab cannot send are named and left to `podwall test`.
     let mut sent: Vec<Probe> = Vec::new();
     let mut lab_probes: Vec<LabProbe> = Vec::new();
@@ -147,7 +148,11 @@ pub fn run(
                     to: p.to.clone(),
                     protocol,
                     port,
-                    source_port: p.source_port,
+                    source_port: harness::lab::source_port_to_bind(
+                        p.source_port,
+                        p.packet_source_port().unwrap_or(0),
+                        rules_look_at_source_ports,
+                    ),
                     family: p.ip_family.or(family),
                 });
                 sent.push(p.clone());

@@ -152,17 +152,21 @@ pub fn compare(
                         let want = reference::decide(
                             &cluster, pod, direction, peer, protocol, port, source,
                         );
-                        let got = folded.decide(pod, direction, peer, protocol, port, source);
-                        prop_assert_eq!(got, want, "folded: {}", context());
-                        let got = apart.decide(pod, direction, peer, protocol, port, source);
-                        prop_assert_eq!(got, want, "apart: {}", context());
                         let want_logged = reference::logged(
                             &cluster, pod, direction, peer, protocol, port, source,
                         );
-                        let logged = folded.logged(pod, direction, peer, protocol, port, source);
-                        prop_assert_eq!(logged, want_logged, "logged, folded: {}", context());
-                        let logged = apart.logged(pod, direction, peer, protocol, port, source);
-                        prop_assert_eq!(logged, want_logged, "logged, apart: {}", context());
+                        for (layout, c) in [("folded", &folded), ("apart", &apart)] {
+                            let got = c.decide(pod, direction, peer, protocol, port, source);
+                            prop_assert_eq!(got, want, "{}: {}", layout, context());
+                            let logged = c.logged(pod, direction, peer, protocol, port, source);
+                            prop_assert_eq!(
+                                logged,
+                                want_logged,
+                                "logged, {}: {}",
+                                layout,
+                                context()
+                            );
+                        }
                     }
                 }
             }
