@@ -463,3 +463,24 @@ fn explain_and_matrix_take_a_source_port_and_show_it_where_a_rule_looks_at_it() 
     assert_eq!(matrix("40000"), true);
     assert_eq!(matrix("1000"), false);
 }
+
+#[test]
+fn run_refuses_a_worker_priority_outside_sched_fifo_s_range() {
+    let dir = std::env::temp_dir().join(format!("podwall-cli-priority-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node.yaml");
+    std::fs::write(
+        &config,
+        "manifests: []\ndatapath: xdp\nworkerPriority: 120\npods:\n\
+         - {pod: x/a, podInterface: pa, nodeInterface: na}\n",
+    )
+    .unwrap();
+    let out = podwall(&["run", "--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("workerPriority: 120 is not a SCHED_FIFO priority (1–99)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -155,7 +155,7 @@ fn run_enforces_reloads_rejects_bad_changes_and_reports_counters() {
     std::fs::write(
         &config,
         format!(
-            "manifests: [cluster.yaml, policy.yaml]\ndatapath: xdp\nnetns: {}\npods:\n- {{pod: x/client, podInterface: {}, nodeInterface: {}}}\n- {{pod: x/server, podInterface: {}, nodeInterface: {}}}\n",
+            "manifests: [cluster.yaml, policy.yaml]\ndatapath: xdp\nnetns: {}\nworkerPriority: 10\npods:\n- {{pod: x/client, podInterface: {}, nodeInterface: {}}}\n- {{pod: x/server, podInterface: {}, nodeInterface: {}}}\n",
             topology.node().name(),
             ports(client).pod_side,
             ports(client).bridge_side,

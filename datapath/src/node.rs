@@ -61,6 +61,11 @@ pub struct NodeConfig {
     pub judging: Judging,
     /// Pin the worker thread to this core.
     pub worker_cpu: Option<usize>,
+    /// Run the worker thread under `SCHED_FIFO` at this priority (1–99). With the kernel's
+    /// packet thread on the same core (threaded NAPI pinned beside the worker), the scheduler
+    /// otherwise shares the core in slices of milliseconds and keeps the worker waiting while
+    /// frames arrive: at 150 k frames/s a 1,024-entry ring fills in 7 ms, and AF_XDP drops.
+    pub worker_priority: Option<u8>,
 }
 
 /// Who decides the frames the ports receive.
@@ -99,6 +104,8 @@ pub enum NodeError {
     WorkerGone,
     #[error("{0}")]
     Pin(io::Error),
+    #[error("{0}")]
+    Priority(io::Error),
     #[error("spawning the worker thread: {0}")]
     Spawn(io::Error),
 }
@@ -200,6 +207,12 @@ impl RunningNode {
                     if let Some(cpu) = config.worker_cpu {
                         if let Err(e) = crate::port::cpu::pin_current_thread(cpu) {
                             let _ = ready_tx.send(Err(NodeError::Pin(e)));
+                            return Ok(PortDrops::default());
+                        }
+                    }
+                    if let Some(priority) = config.worker_priority {
+                        if let Err(e) = crate::port::cpu::set_realtime_priority(priority) {
+                            let _ = ready_tx.send(Err(NodeError::Priority(e)));
                             return Ok(PortDrops::default());
                         }
                     }

@@ -167,6 +167,7 @@ impl Lab {
             filter: options.filter,
             judging: Judging::Policy,
             worker_cpu: None,
+            worker_priority: None,
         };
         let node = match options.datapath {
             DatapathKind::Xdp => RunningNode::start(

@@ -40,6 +40,10 @@ pub struct NodeFile {
     /// Pin the forwarding thread to this core (keep it off the cores of the pods' work).
     #[serde(default)]
     pub worker_cpu: Option<usize>,
+    /// Run the forwarding thread under SCHED_FIFO at this priority (1–99), so that it is not kept
+    /// waiting behind the kernel's packet processing on its core.
+    #[serde(default)]
+    pub worker_priority: Option<u8>,
     pub pods: Vec<PodAttachment>,
 }
 
@@ -134,6 +138,14 @@ impl NodeFile {
         if self.uplink.is_some() && self.datapath != DatapathKind::Tun {
             bail!("{}: uplink is for the tun datapath only", origin.display());
         }
+        if let Some(priority) = self.worker_priority {
+            if !datapath::port::cpu::REALTIME_PRIORITIES.contains(&priority) {
+                bail!(
+                    "{}: workerPriority: {priority} is not a SCHED_FIFO priority (1–99)",
+                    origin.display()
+                );
+            }
+        }
         Ok(out)
     }
 
@@ -149,6 +161,7 @@ impl NodeFile {
                 .with_existing_connections(self.existing_connections.into()),
             judging: Judging::Policy,
             worker_cpu: self.worker_cpu,
+            worker_priority: self.worker_priority,
         })
     }
 }
@@ -222,10 +235,7 @@ pub fn run(config_path: &Path, existing: Option<Existing>) -> Result<ExitCode> {
                 _ => {
                     print_counters(&node, &mut std::io::stderr())?;
                     let drops = node.stop()?;
-                    eprintln!(
-                        "podwall: stopped (port drops: tx ring full {}, tx errors {}, no route {})",
-                        drops.tx_full, drops.tx_error, drops.no_route
-                    );
+                    eprintln!("podwall: stopped (port drops: {drops})");
                     return Ok(ExitCode::SUCCESS);
                 }
             }

@@ -1,5 +1,7 @@
 //! Pinning a thread to one core, so a measurement puts the generator and the path under test on
-//! cores of their own (and a deployment can keep the worker off the cores of other work).
+//! cores of their own (and a deployment can keep the worker off the cores of other work), and
+//! giving it a real-time priority, so that it is not kept waiting behind the kernel's own
+//! packet threads on that core.
 
 use std::io;
 
@@ -25,6 +27,37 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
         Err(io::Error::new(
             e.kind(),
             format!("pinning to core {cpu}: {e}"),
+        ))
+    }
+}
+
+/// The real-time priorities `SCHED_FIFO` offers on Linux.
+pub const REALTIME_PRIORITIES: std::ops::RangeInclusive<u8> = 1..=99;
+
+/// Runs the calling thread under `SCHED_FIFO` at `priority` (1–99): whenever it is runnable it
+/// preempts every normally scheduled thread of its core. Fit only for a thread that sleeps
+/// whenever it has no work, as the forwarding loop does; the kernel's real-time throttling
+/// still leaves the core 5 % to others if it ever does not.
+pub fn set_realtime_priority(priority: u8) -> io::Result<()> {
+    if !REALTIME_PRIORITIES.contains(&priority) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("real-time priority {priority} is outside 1–99"),
+        ));
+    }
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is a live, initialised `sched_param` read only during the call; pid 0
+    // names the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(
+            e.kind(),
+            format!("setting real-time priority {priority} (SCHED_FIFO): {e}"),
         ))
     }
 }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::{wait_readable, Datapath, Framing, Judge, PortDrops, Side, Verdict};
+use super::{Datapath, Framing, Judge, PollSet, PortDrops, Side, Verdict};
 
 struct TunPort {
     attachment: Option<u32>,
@@ -27,6 +27,8 @@ pub struct TunDatapath {
     buffer: Vec<u8>,
     batch: usize,
     drops: PortDrops,
+    /// Every device.
+    sleep_on: PollSet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,9 @@ impl TunDatapath {
             }
             None => None,
         };
+        let sleep_on = PollSet::new(ports.iter().map(|p| p.device.as_raw_fd()));
         Ok(TunDatapath {
+            sleep_on,
             ports,
             by_attachment,
             uplink,
@@ -175,8 +179,7 @@ impl Datapath for TunDatapath {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let fds: Vec<_> = self.ports.iter().map(|p| p.device.as_raw_fd()).collect();
-        wait_readable(&fds, timeout)
+        self.sleep_on.wait(timeout)
     }
 
     fn port_drops(&self) -> PortDrops {

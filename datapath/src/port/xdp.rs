@@ -17,7 +17,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use super::{wait_readable, Datapath, Framing, Judge, PortDrops, Side, Verdict};
+use super::{Datapath, Framing, Judge, PollSet, PortDrops, Side, Verdict};
 
 /// How an XDP program was attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,17 +304,41 @@ impl XdpLink {
     }
 }
 
+impl XdpLink {
+    /// The port's own drops, and the kernel's receive drops of both sockets. A socket whose
+    /// statistics cannot be read (it never fails on a bound socket) adds none.
+    fn port_drops(&self) -> PortDrops {
+        [&self.pod, &self.node]
+            .into_iter()
+            .filter_map(|endpoint| endpoint.rx.fd().xdp_statistics().ok())
+            .fold(self.drops, |acc, stats| {
+                acc + PortDrops {
+                    rx_ring_full: stats.rx_ring_full(),
+                    rx_fill_empty: stats.rx_fill_ring_empty_descs(),
+                    ..PortDrops::default()
+                }
+            })
+    }
+}
+
 /// Frames the kernel sends per TX kick in copy mode (`TX_BATCH_SIZE` in net/xdp/xsk.c).
 const TX_FRAMES_PER_KICK: usize = 32;
 
 /// Every AF_XDP link of a worker.
 pub struct XdpDatapath {
     links: Vec<XdpLink>,
+    /// Both RX sockets of every link.
+    sleep_on: PollSet,
 }
 
 impl XdpDatapath {
     pub fn new(links: Vec<XdpLink>) -> Self {
-        XdpDatapath { links }
+        let sleep_on = PollSet::new(
+            links
+                .iter()
+                .flat_map(|l| [l.pod.rx.fd().as_raw_fd(), l.node.rx.fd().as_raw_fd()]),
+        );
+        XdpDatapath { links, sleep_on }
     }
 }
 
@@ -330,21 +354,12 @@ impl Datapath for XdpDatapath {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let fds: Vec<_> = self
-            .links
-            .iter()
-            .flat_map(|l| [l.pod.rx.fd().as_raw_fd(), l.node.rx.fd().as_raw_fd()])
-            .collect();
-        wait_readable(&fds, timeout)
+        self.sleep_on.wait(timeout)
     }
 
     fn port_drops(&self) -> PortDrops {
         self.links
             .iter()
-            .fold(PortDrops::default(), |acc, l| PortDrops {
-                tx_full: acc.tx_full + l.drops.tx_full,
-                tx_error: acc.tx_error + l.drops.tx_error,
-                no_route: acc.no_route + l.drops.no_route,
-            })
+            .fold(PortDrops::default(), |acc, l| acc + l.port_drops())
     }
 }
