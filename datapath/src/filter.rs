@@ -29,7 +29,8 @@ pub struct FilterConfig {
     /// Complete partial TCP/UDP checksums (veth TX checksum offload leaves them partial, and
     /// AF_XDP does not carry the "partial" flag along).
     pub complete_checksums: bool,
-    /// How many expired flows to sweep per batch at most.
+    /// How many flow-table slots to sweep per batch at most (an idle worker sweeps this many;
+    /// a busy one only what the table's sweep pace asks, see `FlowTable::expire_paced`).
     pub expiry_budget: usize,
 }
 
@@ -91,20 +92,23 @@ impl Filter {
     }
 
     /// Between batches: read the clock, adopt a newly published classifier, expire some flows.
-    /// `handled`: frames the last batch moved. A busy filter sweeps at most one entry per frame
-    /// (a full table makes room by itself, and every entry swept is a memory access the frames
-    /// wait for); an idle one sweeps the whole budget.
+    /// `handled`: frames the last batch moved. A busy filter sweeps at the table's steady pace
+    /// (every slot swept is a cold memory access the frames wait for, and a full table makes
+    /// room by itself); an idle one sweeps the whole budget.
     pub fn tick(&mut self, handled: usize) {
         self.now = self.start.elapsed().as_nanos() as u64;
         if self.published.load().number != self.current.number {
             self.current = self.published.load_full();
             self.resolve_pods();
         }
-        let budget = match handled {
-            0 => self.config.expiry_budget,
-            n => self.config.expiry_budget.min(n),
-        };
-        self.flows.expire(self.now, budget);
+        match handled {
+            0 => {
+                self.flows.expire(self.now, self.config.expiry_budget);
+            }
+            _ => {
+                self.flows.expire_paced(self.now, self.config.expiry_budget);
+            }
+        }
     }
 
     pub fn generation(&self) -> u64 {
