@@ -42,6 +42,7 @@ fn every_path_carries_allowed_traffic_and_the_filters_drop_the_rest() {
     let cores = Cores {
         generator: 0,
         path: if cores > 1 { 1 } else { 0 },
+        priority: Some(50),
     };
     let workdir = tempdir();
     let allowing = RuleSet::generate(25);

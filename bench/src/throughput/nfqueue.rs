@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arc_swap::ArcSwap;
 use datapath::port::netns::NetnsGuard;
 
+use super::paths::Cores;
 use super::rules::RuleSet;
 
 pub const QUEUE: u16 = 0;
@@ -31,8 +32,9 @@ pub struct VerdictProgram {
 }
 
 impl VerdictProgram {
-    /// Binds queue [`QUEUE`] in namespace `netns` and serves it from core `cpu`.
-    pub fn start(netns: &str, cpu: usize, rules: RuleSet) -> Result<VerdictProgram> {
+    /// Binds queue [`QUEUE`] in namespace `netns` and serves it from the path core, at the
+    /// runner's real-time priority if it has one.
+    pub fn start(netns: &str, cores: Cores, rules: RuleSet) -> Result<VerdictProgram> {
         let rules = Arc::new(ArcSwap::from_pointee(rules));
         let stop = Arc::new(AtomicBool::new(false));
         let verdicts = Arc::new(AtomicU64::new(0));
@@ -45,7 +47,10 @@ impl VerdictProgram {
                 .name("pw-nfqueue".into())
                 .spawn(move || -> Result<()> {
                     let opened = (|| -> Result<nfq::Queue> {
-                        datapath::port::cpu::pin_current_thread(cpu)?;
+                        datapath::port::cpu::pin_current_thread(cores.path)?;
+                        if let Some(priority) = cores.priority {
+                            datapath::port::cpu::set_realtime_priority(priority)?;
+                        }
                         let _inside = NetnsGuard::enter(&netns)
                             .with_context(|| format!("entering {netns}"))?;
                         let mut queue = nfq::Queue::open().context("opening an NFQUEUE socket")?;

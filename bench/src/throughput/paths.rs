@@ -19,6 +19,7 @@ use datapath::node::{Attachment, DatapathKind, Judging, NodeConfig, RunningNode}
 use datapath::port::netns::NetnsGuard;
 use datapath::port::xdp::XdpConfig;
 use datapath::port::xdp_drop::{DropMode, XdpDrop};
+use datapath::port::PortDrops;
 use harness::netns::{run_ip, Namespace};
 use policy::{Classifier, Published, Source};
 
@@ -101,11 +102,15 @@ impl PathKind {
     }
 }
 
-/// Which core does what.
+/// Which core does what, and how the path's userspace threads are scheduled there.
 #[derive(Debug, Clone, Copy)]
 pub struct Cores {
     pub generator: usize,
     pub path: usize,
+    /// `SCHED_FIFO` priority for every userspace thread of a path (podwall's worker, the no-op
+    /// forwarder's, the NFQUEUE verdict thread), so that none waits behind the path core's
+    /// NAPI thread while its frames arrive; `None`: normal scheduling.
+    pub priority: Option<u8>,
 }
 
 /// One path, built and ready for traffic; torn down on drop (the filter and the verdict thread
@@ -214,11 +219,8 @@ impl ActivePath {
                      br_netfilter module (modprobe br_netfilter)"
                 })?;
                 if kind == PathKind::Nfqueue {
-                    active.verdicts = Some(VerdictProgram::start(
-                        path.name(),
-                        cores.path,
-                        rules.clone(),
-                    )?);
+                    active.verdicts =
+                        Some(VerdictProgram::start(path.name(), cores, rules.clone())?);
                 }
             }
             PathKind::NoopXdp | PathKind::PodwallXdp => {
@@ -436,14 +438,16 @@ impl ActivePath {
     }
 
     /// Stops the filter or the verdict program, reporting their errors, then tears down.
-    pub fn finish(mut self) -> Result<()> {
+    /// Returns the port's drops over the whole run, for paths with podwall's ports.
+    pub fn finish(mut self) -> Result<Option<PortDrops>> {
+        let mut drops = None;
         if let Some(node) = self.node.take() {
-            node.stop().context("stopping the filter")?;
+            drops = Some(node.stop().context("stopping the filter")?);
         }
         if let Some(verdicts) = self.verdicts.take() {
             verdicts.stop().context("stopping the verdict program")?;
         }
-        Ok(())
+        Ok(drops)
     }
 }
 
@@ -486,6 +490,7 @@ fn start_node(
             filter: FilterConfig::default(),
             judging,
             worker_cpu: Some(cores.path),
+            worker_priority: cores.priority,
         },
         Arc::clone(published),
     )

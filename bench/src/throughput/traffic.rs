@@ -23,6 +23,8 @@ const BATCH: usize = 64;
 
 /// At most this share of the offered frames may be lost at a path's throughput.
 pub const LOSS_TOLERANCE: f64 = 0.01;
+/// How far below the common cost rate the generator may fall in a cost window.
+pub const OFFERED_TOLERANCE: f64 = 0.05;
 
 /// The running generator; stopped on drop.
 pub struct Generator {
@@ -217,23 +219,49 @@ pub fn measure(
     })
 }
 
-/// What one core spent, in `/proc/stat` ticks: (busy, all). Idle and iowait are not busy.
-fn core_ticks(core: usize) -> Result<(u64, u64)> {
+/// How long core `core` has been idle so far, in nanoseconds, as exactly as the kernel keeps
+/// it. A cost is the busy share of one core over a window of a few seconds, and `/proc/stat`'s
+/// busy fields cannot give that: with tick accounting they are samples, one per tick
+/// (250 Hz here), so a core 30 % busy over 2 s is about 150 samples, an error of ±7 %, as large
+/// as the differences between paths being measured. Idle time is exact: the cpuidle driver
+/// keeps each idle state's residency in microseconds, and a NO_HZ kernel accounts
+/// `/proc/stat`'s idle at idle entry and exit (in its 10 ms units), the fallback.
+fn idle_ns(core: usize) -> Result<u64> {
+    let states = format!("/sys/devices/system/cpu/cpu{core}/cpuidle");
+    if let Ok(entries) = std::fs::read_dir(&states) {
+        let mut micros = 0u64;
+        let mut found = false;
+        for entry in entries {
+            let path = entry.context("listing cpuidle states")?.path().join("time");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                micros += text
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("reading {}", path.display()))?;
+                found = true;
+            }
+        }
+        if found {
+            return Ok(micros * 1000);
+        }
+    }
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    proc_stat_idle_ns(&stat, core).ok_or_else(|| anyhow!("/proc/stat has no cpu{core} line"))
+}
+
+/// Idle and iowait of `cpu<core>` in a `/proc/stat` text, in nanoseconds (its fields count
+/// USER_HZ units, 100 per second on every Linux ABI).
+fn proc_stat_idle_ns(stat: &str, core: usize) -> Option<u64> {
     let name = format!("cpu{core}");
     let line = stat
         .lines()
-        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-        .ok_or_else(|| anyhow!("/proc/stat has no {name} line"))?;
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
     let fields: Vec<u64> = line
         .split_whitespace()
         .skip(1)
-        .take(8)
-        .map(|f| f.parse().context("a /proc/stat field"))
-        .collect::<Result<_>>()?;
-    let all: u64 = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    Ok((all - idle, all))
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((fields.get(3)? + fields.get(4)?) * 10_000_000)
 }
 
 /// What a path costs at a rate it can carry: the path core's busy time per delivered frame.
@@ -249,11 +277,25 @@ impl Cost {
     pub fn per_frame_ns(&self) -> f64 {
         self.busy * 1e9 / self.sample.delivered
     }
+
+    /// Whether the path delivered what was offered (within [`LOSS_TOLERANCE`]) at about `rate`
+    /// (within [`OFFERED_TOLERANCE`]). A generator a little short of the rate in one window says
+    /// nothing against the path: it kept up, at nearly the same rate.
+    pub fn carried(&self, rate: f64) -> bool {
+        self.generator_kept_up(rate)
+            && self.sample.delivered >= (1.0 - LOSS_TOLERANCE) * self.sample.offered
+    }
+
+    /// Whether the generator offered about `rate` (within [`OFFERED_TOLERANCE`]).
+    pub fn generator_kept_up(&self, rate: f64) -> bool {
+        self.sample.offered >= (1.0 - OFFERED_TOLERANCE) * rate
+    }
 }
 
-/// Like [`measure`], also reading how busy core `path_core` was. At a rate below every
-/// compared path's throughput this is a steadier comparison than the throughputs themselves:
-/// it does not depend on where each path happens to start losing frames.
+/// Like [`measure`], also reading how busy core `path_core` was: wall time minus its exact
+/// idle time (see [`idle_ns`]). At a rate below every compared path's throughput this is a
+/// steadier comparison than the throughputs themselves: it does not depend on where each path
+/// happens to start losing frames.
 pub fn measure_cost(
     generator: &Generator,
     sink_netns: &str,
@@ -263,7 +305,7 @@ pub fn measure_cost(
     window: Duration,
 ) -> Result<Cost> {
     std::thread::sleep(warmup);
-    let before = core_ticks(path_core)?;
+    let (idle0, t0) = (idle_ns(path_core)?, Instant::now());
     let sample = measure(
         generator,
         sink_netns,
@@ -271,11 +313,11 @@ pub fn measure_cost(
         Duration::ZERO,
         window,
     )?;
-    let after = core_ticks(path_core)?;
-    let all = after.1.saturating_sub(before.1).max(1);
+    let (idle1, wall) = (idle_ns(path_core)?, t0.elapsed().as_nanos() as f64);
+    let idle = idle1.saturating_sub(idle0) as f64;
     Ok(Cost {
         sample,
-        busy: after.0.saturating_sub(before.0) as f64 / all as f64,
+        busy: (1.0 - idle / wall.max(1.0)).clamp(0.0, 1.0),
     })
 }
 
@@ -352,5 +394,30 @@ mod tests {
         assert_eq!(parse_rx_packets(table, "k123"), Some(100_000));
         assert_eq!(parse_rx_packets(table, "lo"), Some(0));
         assert_eq!(parse_rx_packets(table, "k12"), None);
+    }
+
+    #[test]
+    fn reads_idle_and_iowait_of_the_named_core_from_proc_stat() {
+        let stat = "cpu  10 0 5 700 3 0 1 0 0 0\n\
+                    cpu0 5 0 2 350 1 0 0 0 0 0\n\
+                    cpu1 5 0 3 350 2 0 1 0 0 0\n\
+                    intr 1234\n";
+        assert_eq!(proc_stat_idle_ns(stat, 1), Some(352 * 10_000_000));
+        assert_eq!(proc_stat_idle_ns(stat, 0), Some(351 * 10_000_000));
+        assert_eq!(proc_stat_idle_ns(stat, 2), None);
+    }
+
+    #[test]
+    fn a_cost_window_carried_the_rate_only_if_offered_and_delivered() {
+        let cost = |offered, delivered| Cost {
+            sample: Sample { delivered, offered },
+            busy: 0.3,
+        };
+        assert!(cost(150_000.0, 149_000.0).carried(150_000.0));
+        assert!(!cost(150_000.0, 147_000.0).carried(150_000.0));
+        // The generator a little short, the path keeping up: carried.
+        assert!(cost(148_000.0, 147_900.0).carried(150_000.0));
+        // Far short: not a measurement at the rate.
+        assert!(!cost(130_000.0, 130_000.0).carried(150_000.0));
     }
 }
