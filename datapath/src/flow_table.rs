@@ -1084,7 +1084,9 @@ impl FlowTable {
     /// Starts loading the index slot where [`FlowTable::lookup`] of `key` will begin, and
     /// remembers it for [`FlowTable::prefetch_entries`]. Lookups of a batch then wait for their
     /// memory together rather than one after another: with many flows, the kernel's per-frame
-    /// copies evict the table between two packets of one flow.
+    /// copies evict the table between two packets of one flow. When the tuple's shard is full,
+    /// a new connection there will evict the shard's least recently seen entry, so that entry
+    /// starts loading too.
     pub fn prefetch_slot(&mut self, key: &FlowKey) {
         if self.prefetched.is_empty() {
             // A new batch: the previous one's locations are spent.
@@ -1094,18 +1096,34 @@ impl FlowTable {
         let (s, tag) = self.locate(&key.tuple);
         let pos = s * self.index_per_shard + (tag as usize & (self.index_per_shard - 1));
         crate::port::prefetch(&self.index[pos]);
+        let lists = &self.shards[s];
+        if lists.free == NIL && lists.tail != NIL {
+            crate::port::prefetch(&self.entries[s * self.capacity_per_shard + lists.tail as usize]);
+        }
         self.prefetched.push((s as u32, pos as u32));
         self.located.push((key.tuple, s as u32, tag));
     }
 
     /// Starts loading the entries the slots remembered by [`FlowTable::prefetch_slot`] point at,
-    /// and forgets the slots.
+    /// and forgets the slots. For a full shard, also what evicting its least recently seen
+    /// entry touches: that entry's index slot and its neighbour in the LRU list (a miss in a
+    /// full table otherwise waits for the three one after another).
     pub fn prefetch_entries(&mut self) {
+        let capacity = self.capacity_per_shard;
         for &(s, pos) in &self.prefetched {
+            let s = s as usize;
             let slot = self.index[pos as usize];
             if slot.entry != NIL {
-                let entry = s as usize * self.capacity_per_shard + slot.entry as usize;
-                crate::port::prefetch(&self.entries[entry]);
+                crate::port::prefetch(&self.entries[s * capacity + slot.entry as usize]);
+            }
+            let lists = &self.shards[s];
+            if lists.free == NIL && lists.tail != NIL {
+                let victim = &self.entries[s * capacity + lists.tail as usize];
+                let home = victim.tag as usize & (self.index_per_shard - 1);
+                crate::port::prefetch(&self.index[s * self.index_per_shard + home]);
+                if victim.prev != NIL {
+                    crate::port::prefetch(&self.entries[s * capacity + victim.prev as usize]);
+                }
             }
         }
         self.prefetched.clear();
