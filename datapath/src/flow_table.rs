@@ -76,6 +76,9 @@ pub const RELIST_AFTER_NS: u64 = 100_000_000;
 /// near the tail) without making any insert pay for a scan.
 const RECLAIM_SCAN: usize = 8;
 
+/// The fewest slots [`FlowTable::expire_paced`] sweeps at once.
+const PACED_SWEEP_BATCH: usize = 32;
+
 /// Largest `capacity_per_shard`: entry indices are `u32` with `NIL` reserved, and the index has
 /// twice as many slots as the shard has entries.
 const MAX_CAPACITY_PER_SHARD: usize = 1 << 30;
@@ -89,7 +92,7 @@ const fn is_opening_syn(flags: TcpFlags) -> bool {
 }
 
 /// The canonical, direction-free part of a key: what is hashed and stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tuple {
     /// The endpoint that sorts first by (address, port); IPv4 addresses are stored IPv4-mapped.
     lo_addr: u128,
@@ -101,6 +104,20 @@ struct Tuple {
     /// Kept apart from the addresses so that an IPv6 packet with IPv4-mapped addresses can never
     /// match an IPv4 connection.
     ipv6: bool,
+}
+
+/// Three writes instead of one per field: the hash runs once per frame.
+impl std::hash::Hash for Tuple {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.lo_addr);
+        state.write_u128(self.hi_addr);
+        state.write_u64(
+            u64::from(self.attachment) << 32
+                | u64::from(self.lo_port) << 16
+                | u64::from(self.hi_port),
+        );
+        state.write_u16(u16::from(self.protocol) << 8 | u16::from(self.ipv6));
+    }
 }
 
 impl Tuple {
@@ -1313,11 +1330,14 @@ impl FlowTable {
         let period = u128::from(self.sweep_period_ns());
         let due = u128::from(now.saturating_sub(last)) * self.capacity() as u128 + owed;
         let slots = (due / period).min(max as u128) as usize;
-        // What `max` cut off is not carried over: a stalled worker does not owe a burst.
-        self.paced = (now, if slots == max { 0 } else { due % period });
-        if slots == 0 {
+        // A few slots at a time would pay a call's overhead for each: they wait until a
+        // handful are due (or `max`, if that is fewer).
+        if slots < PACED_SWEEP_BATCH.min(max) {
+            self.paced = (now, due);
             return 0;
         }
+        // What `max` cut off is not carried over: a stalled worker does not owe a burst.
+        self.paced = (now, if slots == max { 0 } else { due % period });
         self.expire(now, slots)
     }
 
