@@ -772,6 +772,10 @@ struct ShardLists {
     tail: u32,
     /// First free entry.
     free: u32,
+    /// One past the highest entry ever used. The free list starts in index order and takes
+    /// back freed entries at its front, so every entry from here on has never been live: the
+    /// expiry sweep stops here instead of reading a shard's never-used lines.
+    used: u32,
     len: usize,
     stats: FlowStats,
 }
@@ -782,6 +786,7 @@ impl ShardLists {
             head: NIL,
             tail: NIL,
             free: 0,
+            used: 0,
             len: 0,
             stats: FlowStats::default(),
         }
@@ -923,6 +928,7 @@ impl Shard<'_> {
         let i = self.lists.free;
         debug_assert!(i != NIL, "create on a full shard");
         self.lists.free = self.entries[i as usize].next;
+        self.lists.used = self.lists.used.max(i + 1);
         let tag = entry.tag;
         self.entries[i as usize] = entry;
         self.push_front(i);
@@ -1294,7 +1300,8 @@ impl FlowTable {
             let end = per_shard.min(start + left);
             let timeouts = self.timeouts;
             let mut shard = self.shard_mut(s);
-            for i in start..end {
+            // Slots past `used` count as examined without being read.
+            for i in start..end.min(shard.lists.used as usize) {
                 let entry = &shard.entries[i];
                 if entry.live && timeouts.expired(entry, now) {
                     shard.remove(i as u32);
@@ -1348,7 +1355,7 @@ impl FlowTable {
         let mut removed = 0;
         for s in 0..self.shards.len() {
             let mut shard = self.shard_mut(s);
-            for i in 0..shard.entries.len() {
+            for i in 0..shard.lists.used as usize {
                 let entry = &shard.entries[i];
                 if entry.live && entry.tuple.attachment == attachment {
                     shard.remove(i as u32);
@@ -1844,6 +1851,23 @@ mod tests {
         // A budget larger than the table makes one pass, no more.
         assert_eq!(table.expire(late + 60 * SECOND, usize::MAX), 1);
         assert_eq!(table.expire(late, 0), 0);
+    }
+
+    #[test]
+    fn the_sweep_reaches_entries_that_churn_left_high_in_a_shard() {
+        let mut table = small(1, 16);
+        let timeout = Timeouts::default().udp_new.as_nanos() as u64;
+        for n in 0..16 {
+            let _ = table.insert(&udp(n), TcpFlags::NONE, 60, ALLOW, 1, 0);
+        }
+        assert_eq!(table.expire(timeout + 1, usize::MAX), 16);
+        // Freed entries are taken back in reverse: these two land on the shard's last slots,
+        // the higher one first.
+        for n in 100..102 {
+            let _ = table.insert(&udp(n), TcpFlags::NONE, 60, ALLOW, 1, timeout + 1);
+        }
+        assert_eq!(table.expire(2 * timeout + 2, usize::MAX), 2);
+        assert!(table.is_empty());
     }
 
     #[derive(Debug, Clone)]
