@@ -448,20 +448,7 @@ fn cost_at(
 ) -> Result<traffic::Cost> {
     let mut attempt = 1;
     loop {
-        check_interrupted()?;
-        let (netns, interface, framing) = path.sender();
-        let generator = Generator::start(netns, interface, stream, framing, cores.generator)?;
-        generator.set_rate(Some(options.cost_rate));
-        let (sink_netns, sink_interface) = path.sink();
-        let cost = traffic::measure_cost(
-            &generator,
-            sink_netns,
-            sink_interface,
-            cores.path,
-            Duration::from_millis(300),
-            Duration::from_secs_f64(options.seconds),
-        )?;
-        generator.stop()?;
+        let cost = run_at(path, stream, Some(options.cost_rate), options, cores)?;
         if cost.generator_kept_up(options.cost_rate) || attempt == COST_ATTEMPTS {
             return Ok(cost);
         }

@@ -20,15 +20,16 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // SAFETY: `set` is a live, initialised cpu set and its size is passed with it; pid 0 names
     // the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    os_result(rc, || format!("pinning to core {cpu}"))
+}
+
+/// A libc call's return code as a result: on failure, the OS error with what was being done.
+fn os_result(rc: libc::c_int, doing: impl FnOnce() -> String) -> io::Result<()> {
     if rc == 0 {
-        Ok(())
-    } else {
-        let e = io::Error::last_os_error();
-        Err(io::Error::new(
-            e.kind(),
-            format!("pinning to core {cpu}: {e}"),
-        ))
+        return Ok(());
     }
+    let e = io::Error::last_os_error();
+    Err(io::Error::new(e.kind(), format!("{}: {e}", doing())))
 }
 
 /// The real-time priorities `SCHED_FIFO` offers on Linux.
@@ -51,13 +52,7 @@ pub fn set_realtime_priority(priority: u8) -> io::Result<()> {
     // SAFETY: `param` is a live, initialised `sched_param` read only during the call; pid 0
     // names the calling thread.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        let e = io::Error::last_os_error();
-        Err(io::Error::new(
-            e.kind(),
-            format!("setting real-time priority {priority} (SCHED_FIFO): {e}"),
-        ))
-    }
+    os_result(rc, || {
+        format!("setting real-time priority {priority} (SCHED_FIFO)")
+    })
 }
