@@ -110,6 +110,47 @@ fn unique_name(tag: &str) -> String {
     format!("pw{}x{}{}", std::process::id(), n, tag)
 }
 
+/// The PID in a name [`unique_name`] made (`pw{pid}x…`), if `name` is one.
+fn creator_pid(name: &str) -> Option<u32> {
+    let (pid, _) = name.strip_prefix("pw")?.split_once('x')?;
+    pid.parse().ok()
+}
+
+/// Deletes the namespaces of processes that died without deleting them (a SIGKILL runs no
+/// destructor): names of [`unique_name`]'s form whose PID no process of this PID namespace has.
+/// Returns the names deleted. A live process's namespaces, and names of other forms, are left
+/// alone.
+pub fn remove_orphans() -> Result<Vec<String>> {
+    let own = std::process::id();
+    let mut removed = Vec::new();
+    for name in list()? {
+        let Some(pid) = creator_pid(&name) else {
+            continue;
+        };
+        if pid == own || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _guard = lock(&NETNS_LOCK);
+        run_command(Command::new(ip_binary()).args(["netns", "del", &name]))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+/// [`remove_orphans`], once per process, before its first namespace: what a killed run left
+/// behind goes with the next run.
+fn remove_orphans_once() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| match remove_orphans() {
+        Ok(removed) if !removed.is_empty() => eprintln!(
+            "podwall-harness: deleted namespaces of processes that no longer run: {}",
+            removed.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("podwall-harness: could not look for orphaned namespaces: {e}"),
+    });
+}
+
 type Slot = Arc<Mutex<Option<Child>>>;
 
 /// A network namespace this process created; deleted on drop.
@@ -126,6 +167,7 @@ impl Namespace {
     /// duplicate address detection off (addresses are usable at once, and tests are
     /// deterministic).
     pub fn create(tag: &str) -> Result<Namespace> {
+        remove_orphans_once();
         let name = unique_name(tag);
         {
             let _guard = lock(&NETNS_LOCK);
@@ -454,6 +496,15 @@ mod tests {
         let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n";
         assert_eq!(parse_effective_uid(status), Some(0));
         assert_eq!(parse_effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_creator_pid_is_read_only_from_names_of_this_module() {
+        assert_eq!(creator_pid(&unique_name("sink")), Some(std::process::id()));
+        assert_eq!(creator_pid("pw7210x2p"), Some(7210));
+        for other in ["pw7210", "pwx2p", "pw12ax0", "pw3c", "calico7x1", "pw-1x0"] {
+            assert_eq!(creator_pid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -334,3 +334,36 @@ fn adopt_tun_moves_the_device_into_the_pod_as_eth0_with_its_addresses() {
     // Gone from here: it lives in the pod now.
     assert!(harness::netns::run_ip(["link", "show", "dev", &tun.0]).is_err());
 }
+
+#[test]
+fn namespaces_of_a_killed_process_are_deleted_and_a_live_ones_kept() {
+    if !setup() {
+        return;
+    }
+    // First, so that the sweep the first namespace of a process makes is done.
+    let own = Namespace::create("kept").unwrap();
+    // A PID that no process has any more: a child that has exited and been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let orphan = format!("pw{dead}x0orphan");
+    let ip = harness::netns::ip_binary();
+    let added = std::process::Command::new(ip)
+        .args(["netns", "add", &orphan])
+        .status()
+        .unwrap();
+    assert!(added.success(), "ip netns add {orphan}");
+
+    let removed = harness::netns::remove_orphans().unwrap();
+
+    let left = harness::netns::list().unwrap();
+    if left.contains(&orphan) {
+        // Delete it before failing, so the failure leaves nothing behind.
+        let _ = std::process::Command::new(ip)
+            .args(["netns", "del", &orphan])
+            .status();
+        panic!("{orphan} was not deleted (deleted: {removed:?})");
+    }
+    assert!(removed.contains(&orphan), "{removed:?}");
+    assert!(left.iter().any(|n| n == own.name()), "{left:?}");
+}
