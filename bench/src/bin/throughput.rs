@@ -482,7 +482,7 @@ fn sustained(
     for _ in 0..STEPS_DOWN {
         let Some(paced) = *rate else { break };
         let sample = measured.sample;
-        if sample.delivered >= (1.0 - traffic::LOSS_TOLERANCE) * sample.offered {
+        if sample.loss_free() {
             break;
         }
         eprintln!(

@@ -197,6 +197,13 @@ pub struct Sample {
     pub offered: f64,
 }
 
+impl Sample {
+    /// Whether at most [`LOSS_TOLERANCE`] of what was offered was lost.
+    pub fn loss_free(&self) -> bool {
+        self.delivered >= (1.0 - LOSS_TOLERANCE) * self.offered
+    }
+}
+
 /// Runs `generator` for `warmup`, then counts over `window`.
 pub fn measure(
     generator: &Generator,
@@ -282,8 +289,7 @@ impl Cost {
     /// (within [`OFFERED_TOLERANCE`]). A generator a little short of the rate in one window says
     /// nothing against the path: it kept up, at nearly the same rate.
     pub fn carried(&self, rate: f64) -> bool {
-        self.generator_kept_up(rate)
-            && self.sample.delivered >= (1.0 - LOSS_TOLERANCE) * self.sample.offered
+        self.generator_kept_up(rate) && self.sample.loss_free()
     }
 
     /// Whether the generator offered about `rate` (within [`OFFERED_TOLERANCE`]).
@@ -338,13 +344,13 @@ pub fn find_rate(
     let settle = Duration::from_millis(200);
     generator.set_rate(None);
     let full = measure(generator, sink_netns, sink_interface, settle, window)?;
-    if full.delivered >= (1.0 - LOSS_TOLERANCE) * full.offered {
+    if full.loss_free() {
         return Ok(None);
     }
     let keeps_up = |rate: f64| -> Result<bool> {
         generator.set_rate(Some(rate));
         let sample = measure(generator, sink_netns, sink_interface, settle, window)?;
-        Ok(sample.delivered >= (1.0 - LOSS_TOLERANCE) * sample.offered)
+        Ok(sample.loss_free())
     };
     // Under overload a path can deliver less than it carries at its own rate (see the module
     // documentation), so the search starts from half of it.
