@@ -76,8 +76,9 @@ fn check_summarises_a_valid_cluster() {
 
 /// A GlobalNetworkPolicy with rules on 200 single TCP ports, then 2,000 rules over every TCP
 /// port (each from its own /32): folding those into each of the ~400 port classes would copy
-/// about 800k address intervals, past the compiler's budget.
-fn wide_rules_manifest() -> String {
+/// about 800k address intervals, past the compiler's budget. With `pod_rule`, a last rule on
+/// the peer's labels keeps the table from an address × port product.
+fn wide_rules_manifest(pod_rule: bool) -> String {
     let mut text = String::from(
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: wide\n\
          spec:\n  selector: all()\n  types: [Ingress]\n  ingress:\n",
@@ -95,6 +96,9 @@ fn wide_rules_manifest() -> String {
             i % 250
         );
     }
+    if pod_rule {
+        text += "  - action: Allow\n    source: {selector: \"app == 'db'\"}\n";
+    }
     text += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n---\napiVersion: v1\n\
              kind: Pod\nmetadata:\n  name: a\n  namespace: n\nstatus:\n  podIP: 10.0.0.1\n";
     text
@@ -102,7 +106,7 @@ fn wide_rules_manifest() -> String {
 
 #[test]
 fn check_says_when_a_table_keeps_rules_over_every_port_apart() {
-    let path = temp_file("wide.yaml", &wide_rules_manifest());
+    let path = temp_file("wide.yaml", &wide_rules_manifest(true));
     let path = path.to_str().unwrap();
     let out = podwall(&["check", "-f", path]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -111,9 +115,11 @@ fn check_says_when_a_table_keeps_rules_over_every_port_apart() {
         stdout.contains("1 table(s) keep their rules over every port of a protocol apart"),
         "{stdout}"
     );
+    assert!(!stdout.contains("address × port"), "{stdout}");
     let out = podwall(&["check", "-f", path, "--output", "json"]);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["classifier"]["apart_tables"], 1);
+    assert_eq!(summary["classifier"]["product_tables"], 0);
 
     // The three-tier example is small: its tables fold, and check says nothing of it.
     let out = podwall(&["check", "-f", &manifests()]);
@@ -122,6 +128,25 @@ fn check_says_when_a_table_keeps_rules_over_every_port_apart() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn check_says_when_a_table_answers_from_an_address_by_port_product() {
+    // Without the rule on labels, every rule looks only at addresses and ports.
+    let path = temp_file("wide-nets.yaml", &wide_rules_manifest(false));
+    let path = path.to_str().unwrap();
+    let out = podwall(&["check", "-f", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("1 table(s) answer from one address × port table"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("apart"), "{stdout}");
+    let out = podwall(&["check", "-f", path, "--output", "json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["classifier"]["product_tables"], 1);
+    assert_eq!(summary["classifier"]["apart_tables"], 0);
 }
 
 #[test]

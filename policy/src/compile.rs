@@ -21,7 +21,7 @@ use crate::classifier::lpm::{
 };
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
-    AddressFirst, Chain, Classifier, GroupFirst, Lookup, MixedSlot, PortClass, PortTest,
+    AddressFirst, Chain, Classifier, GroupFirst, Lookup, MixedSlot, PortClass, PortTest, Product,
     SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
@@ -364,12 +364,18 @@ pub struct CompileOptions {
     /// within the caches; `classbench_layouts` in the bench crate measures both layouts
     /// (BENCHMARKS.md, ClassBench).
     pub fold_budget: usize,
+    /// How many bytes a table may spend on a product of its address and port classes (see
+    /// `classifier/product.rs`): one address search, one port search and one load per packet,
+    /// for tables whose rules look only at addresses and ports. Past it, or with 0, the
+    /// layered lookup answers alone.
+    pub product_budget: usize,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             fold_budget: 1 << 18,
+            product_budget: 4 << 20,
         }
     }
 }
@@ -1402,12 +1408,15 @@ impl TableBuilder<'_> {
             .copied()
             .min()
             .unwrap_or(NONE);
-        Lookup {
+        let mut lookup = Lookup {
             ports: (map, port_classes),
             wide,
             mixed,
             lowest,
-        }
+            product: None,
+        };
+        lookup.product = Product::build(&lookup, conditions.len(), self.options.product_budget);
+        lookup
     }
 
     /// The groups of pods satisfying every atom of `all` and none of `none` (every group when

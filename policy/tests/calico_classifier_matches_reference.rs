@@ -272,6 +272,37 @@ proptest! {
     }
 }
 
+/// Guards the generator for the layouts: the comparison above checks the address × port
+/// product only where a table's rules look at nothing but addresses and ports, so the random
+/// clusters must have such tables, and tables where the layered lookup alone answers.
+#[test]
+fn random_calico_clusters_have_tables_with_and_without_a_product() {
+    let (mut with, mut without) = (0, 0);
+    for seed in 1..300u64 {
+        let mut rng = Rng(seed * 7919);
+        let text = cluster_yaml(&mut rng);
+        let cluster = Arc::new(
+            load(&[Source::new("r.yaml", text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        );
+        let classifier = policy::Classifier::compile(Arc::clone(&cluster));
+        for pod in cluster.inventory.pod_ids() {
+            for direction in Direction::BOTH {
+                if classifier.selecting_policies(pod, direction).is_empty() {
+                    continue;
+                }
+                match classifier.has_product(pod, direction) {
+                    true => with += 1,
+                    false => without += 1,
+                }
+            }
+        }
+    }
+    assert!(
+        with > 100 && without > 100,
+        "with a product {with}, without {without}"
+    );
+}
+
 /// Guards the generator itself: the random clusters must produce every kind of decision and
 /// log hits, or the comparison above would prove little.
 #[test]

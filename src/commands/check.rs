@@ -60,6 +60,15 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                 stats.pod_groups,
                 stats.selector_terms
             );
+            if stats.product_tables > 0 {
+                // Rules on addresses and ports only: one address search, one port search and
+                // one load per lookup (BENCHMARKS.md, ClassBench).
+                println!(
+                    "{} table(s) answer from one address × port table (their rules look only at \
+                     addresses and ports)",
+                    stats.product_tables
+                );
+            }
             if stats.apart_tables > 0 {
                 // Too many rules over every port to copy into each port class: such a table
                 // costs a second address search per lookup (BENCHMARKS.md, ClassBench).

@@ -1,14 +1,16 @@
-//! The two table layouts of `Classifier::compile` compared in one process, on ClassBench lists
+//! The table layouts of `Classifier::compile` compared in one process, on ClassBench lists
 //! converted to Calico: rules over every port of a protocol *folded* into each port class (one
-//! address search per packet, copies of those rules in every class), and kept *apart* in
-//! classes of their own (two searches, no copies). `CompileOptions::fold_budget` picks one per
-//! table; this shows what each costs, so that the budget can be checked against measurements.
+//! address search per packet, copies of those rules in every class), kept *apart* in classes
+//! of their own (two searches, no copies), and the *product* of address and port classes (one
+//! address search, one port search and one load; see `policy/src/classifier/product.rs`).
+//! `CompileOptions::fold_budget` and `product_budget` pick one per table; this shows what each
+//! costs, so that the budgets can be checked against measurements.
 //!
-//! For each list and direction both classifiers decide every header of a set (the trace, and
+//! For each list and direction the classifiers decide every header of a set (the trace, and
 //! headers drawn inside the list's rules as the criterion bench draws them) in alternating
-//! passes, so that a noisy machine slows both alike; it prints the median time per header of
-//! each, their ratio, each classifier's heap, and which layout the default budget chose.
-//! Both answers are checked against the linear scan first.
+//! passes, so that a noisy machine slows all alike; it prints the median time per header of
+//! each, the product's ratio to the faster layered layout, each classifier's heap, and which
+//! layout the default budgets chose. Every answer is checked against the linear scan first.
 //!
 //! ```text
 //! cargo run --release -p podwall-bench --bin classbench_layouts
@@ -67,33 +69,41 @@ fn compare(options: Options) -> Result<()> {
         .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
-        "| list | headers | direction | folded ns | apart ns | apart / folded | folded heap | \
-         apart heap | default |"
+        "| list | headers | direction | folded ns | apart ns | product ns | product / best \
+         layered | folded heap | apart heap | product heap | default |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
-            eprintln!("{list}: loading and compiling both layouts …");
+            eprintln!("{list}: loading and compiling the layouts …");
             let rules = read_rules(seed, size)?;
-            let layout = |fold_budget| {
-                build_with(&list, &rules, CompileOptions { fold_budget })
-                    .with_context(|| list.clone())
+            let layout = |fold_budget, product_budget| {
+                let options = CompileOptions {
+                    fold_budget,
+                    product_budget,
+                };
+                build_with(&list, &rules, options).with_context(|| list.clone())
             };
-            // The default budget's choice, before the two layouts are built (at 100k rules the
+            // The default budgets' choice, before the layouts are built (at 100k rules the
             // folded one alone is over 100 MiB).
+            let default = CompileOptions::default();
             let chosen = {
-                let default = layout(CompileOptions::default().fold_budget)?;
-                Direction::BOTH.map(|d| chosen(&default, d))
+                let built = layout(default.fold_budget, default.product_budget)?;
+                Direction::BOTH.map(|d| chosen(&built, d))
             };
-            let (folded, apart) = (layout(usize::MAX)?, layout(0)?);
+            let layouts = [
+                layout(usize::MAX, 0)?,
+                layout(0, 0)?,
+                layout(default.fold_budget, usize::MAX)?,
+            ];
             let mut sets: Vec<(&str, Vec<Header>)> = Vec::new();
             if TRACED_SIZES.contains(&size) {
                 sets.push(("trace", read_trace(seed, size)?));
             }
             sets.push(("generated", sample_headers(&rules, GENERATED, RNG_SEED)));
             for (kind, headers) in &sets {
-                for built in [&folded, &apart] {
+                for built in &layouts {
                     let checked = check(
                         &built.classifier,
                         &built.target,
@@ -105,14 +115,15 @@ fn compare(options: Options) -> Result<()> {
                     }
                 }
                 for direction in Direction::BOTH {
-                    let [folded_ns, apart_ns] =
-                        alternate([&folded, &apart], direction, headers, options.passes);
+                    let [folded_ns, apart_ns, product_ns] =
+                        alternate(&layouts, direction, headers, options.passes);
                     println!(
                         "| {list} | {kind} | {direction} | {folded_ns:.1} | {apart_ns:.1} | \
-                         {:.2} | {} | {} | {} |",
-                        apart_ns / folded_ns,
-                        mib(&folded),
-                        mib(&apart),
+                         {product_ns:.1} | {:.2} | {} | {} | {} | {} |",
+                        product_ns / folded_ns.min(apart_ns),
+                        mib(&layouts[0]),
+                        mib(&layouts[1]),
+                        mib(&layouts[2]),
                         chosen[direction.index()],
                     );
                 }
@@ -122,18 +133,19 @@ fn compare(options: Options) -> Result<()> {
     Ok(())
 }
 
-/// Median nanoseconds per header of each classifier, their passes alternating (and which goes
-/// first alternating too).
-fn alternate(
-    built: [&Built; 2],
+/// Median nanoseconds per header of each classifier, their passes alternating (the order
+/// rotating from pass to pass).
+fn alternate<const N: usize>(
+    built: &[Built; N],
     direction: Direction,
     headers: &[Header],
     passes: usize,
-) -> [f64; 2] {
-    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+) -> [f64; N] {
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
     for pass in 0..passes {
-        for which in [pass % 2, 1 - pass % 2] {
-            let b = built[which];
+        for turn in 0..N {
+            let which = (pass + turn) % N;
+            let b = &built[which];
             let started = Instant::now();
             for header in headers {
                 black_box(decide(
@@ -159,12 +171,16 @@ fn mib(built: &Built) -> String {
     )
 }
 
-/// The layout the default budget gave the table of `direction` (the converted policy's pod has
-/// one table per direction).
+/// The layout the default budgets gave the table of `direction` (the converted policy's pod
+/// has one table per direction).
 fn chosen(default: &Built, direction: Direction) -> &'static str {
-    if default.classifier.is_apart(default.target.pod, direction) {
-        "apart"
-    } else {
-        "folded"
+    let pod = default.target.pod;
+    match (
+        default.classifier.has_product(pod, direction),
+        default.classifier.is_apart(pod, direction),
+    ) {
+        (true, _) => "product",
+        (false, true) => "apart",
+        (false, false) => "folded",
     }
 }

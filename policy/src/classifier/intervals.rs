@@ -237,6 +237,30 @@ impl<K: Key> Intervals<K> {
         }
     }
 
+    /// The step function whose steps start at the given keys, in increasing order, the first
+    /// at `K::MIN`; neighbours with the same class merge.
+    pub fn from_steps(steps: impl IntoIterator<Item = (K, u32)>) -> Self {
+        let mut merged: Vec<Step<K>> = Vec::new();
+        for (start, class) in steps {
+            match merged.last() {
+                Some(last) if last.class == class => {}
+                _ => merged.push(Step { start, class }),
+            }
+        }
+        assert!(
+            merged.first().is_some_and(|s| s.start == K::MIN),
+            "steps start at the key space's minimum"
+        );
+        Intervals {
+            steps: StepIndex::new(merged),
+        }
+    }
+
+    /// Where each interval starts, and its class, in key order.
+    pub fn steps(&self) -> impl Iterator<Item = (K, u32)> + '_ {
+        self.steps.steps.iter().map(|s| (s.start, s.class))
+    }
+
     /// How many intervals there are.
     pub fn intervals(&self) -> usize {
         self.steps.steps.len()

@@ -188,6 +188,16 @@ impl AddressMap {
         }
     }
 
+    /// The IPv4 addresses' step function.
+    pub fn v4(&self) -> &Intervals<u32> {
+        &self.v4
+    }
+
+    /// The IPv6 addresses' step function.
+    pub fn v6(&self) -> &Intervals<u128> {
+        &self.v6
+    }
+
     /// How many address intervals the map holds, in both families.
     pub fn intervals(&self) -> usize {
         self.v4.intervals() + self.v6.intervals()

@@ -14,6 +14,7 @@
 pub mod intervals;
 pub mod lpm;
 pub mod ports;
+mod product;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::netpol::{Action, Direction};
 
 use lpm::{AddressMap, AddressRange};
 use ports::{PortMap, PortRange};
+pub(crate) use product::Product;
 
 /// "No slot": larger than every slot number, so `min` ignores it.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -231,6 +233,9 @@ pub(crate) struct Lookup {
     pub(crate) mixed: Vec<MixedSlot>,
     /// The lowest slot in the lookup (`NONE` if it has none).
     pub(crate) lowest: u32,
+    /// The same answers in one table, when the slots look only at addresses and ports and the
+    /// table fits `CompileOptions::product_budget`.
+    pub(crate) product: Option<Product>,
 }
 
 impl Lookup {
@@ -238,6 +243,9 @@ impl Lookup {
     /// port, or `NONE`.
     #[inline]
     fn first(&self, group: Option<u32>, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
+        if let Some(product) = &self.product {
+            return product.first(peer, protocol, port);
+        }
         let (map, classes) = &self.ports;
         let mut best = classes[map.class_of(protocol, port) as usize].first(group, peer);
         if let Some(wide) = &self.wide {
@@ -271,6 +279,7 @@ impl Lookup {
                 .iter()
                 .map(|m| 48 + m.groups.len() * 4 + m.ranges.len() * 40)
                 .sum::<usize>()
+            + self.product.as_ref().map_or(0, Product::heap_bytes)
     }
 }
 
@@ -361,14 +370,21 @@ impl Table {
         (best != NONE).then_some(best)
     }
 
-    /// Whether the rules over every port of a protocol are kept apart (see
-    /// [`Stats::apart_tables`]).
-    fn is_apart(&self) -> bool {
-        self.lookup.wide.is_some()
+    /// Whether a lookup of the table answers from an address × port product (see
+    /// [`Stats::product_tables`]).
+    fn has_product(&self) -> bool {
+        self.lookup.product.is_some()
             || self
                 .by_source
                 .as_ref()
-                .is_some_and(|s| s.all().any(|l| l.wide.is_some()))
+                .is_some_and(|s| s.all().any(|l| l.product.is_some()))
+    }
+
+    /// Whether a lookup that answers from its layers keeps the rules over every port of a
+    /// protocol apart (see [`Stats::apart_tables`]).
+    fn is_apart(&self) -> bool {
+        let apart = |l: &Lookup| l.wide.is_some() && l.product.is_none();
+        apart(&self.lookup) || self.by_source.as_ref().is_some_and(|s| s.all().any(apart))
     }
 
     fn heap_bytes(&self) -> usize {
@@ -419,8 +435,12 @@ pub struct Stats {
     pub tables: usize,
     /// Tables (deciding or Log) whose rules over every port of a protocol are kept apart in
     /// classes of their own, because folding them into each port class would have outgrown
-    /// `CompileOptions::fold_budget`.
+    /// `CompileOptions::fold_budget`, and that have no product to answer instead.
     pub apart_tables: usize,
+    /// Tables (deciding or Log) answered from one table of first slots per address class and
+    /// port class, because their rules look only at addresses and ports and that table fits
+    /// `CompileOptions::product_budget`.
+    pub product_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -552,6 +572,13 @@ impl Classifier {
             .is_some_and(|chain| chain.tables().any(Table::is_apart))
     }
 
+    /// Whether a table (deciding or Log) for `pod` in `direction` answers from an address ×
+    /// port product (see [`Stats::product_tables`]).
+    pub fn has_product(&self, pod: PodId, direction: Direction) -> bool {
+        self.chain(pod, direction)
+            .is_some_and(|chain| chain.tables().any(Table::has_product))
+    }
+
     /// Whether any rule for any pod looks at the source port (Calico `source` ports).
     pub fn matches_source_ports(&self) -> bool {
         self.chains
@@ -605,6 +632,12 @@ impl Classifier {
                 .iter()
                 .flat_map(Chain::tables)
                 .filter(|table| table.is_apart())
+                .count(),
+            product_tables: self
+                .chains
+                .iter()
+                .flat_map(Chain::tables)
+                .filter(|table| table.has_product())
                 .count(),
             slots: self
                 .chains
@@ -671,7 +704,10 @@ mod tests {
         let compile = |fold_budget| {
             Classifier::compile_with(
                 Arc::clone(&cluster),
-                crate::compile::CompileOptions { fold_budget },
+                crate::compile::CompileOptions {
+                    fold_budget,
+                    product_budget: 0,
+                },
             )
         };
         let (folded, apart) = (compile(usize::MAX), compile(0));

@@ -3,6 +3,8 @@
 //! and code are numbers of the same dimension (see [`crate::calico::rule::icmp_port`]). Calico's
 //! `notProtocol` is a term on every protocol but one.
 
+use std::collections::HashMap;
+
 use crate::inventory::Protocol;
 
 use super::intervals::{ClassInterner, Intervals};
@@ -15,11 +17,67 @@ pub struct PortRange {
     pub end: u16,
 }
 
+/// Port → value in two loads and no branch: the port's high byte picks a block of 256 values,
+/// its low byte the value. Blocks that are alike are stored once, so a protocol whose ports
+/// fall in a few ranges takes a few blocks, not a value per port; a search among a few hundred
+/// port intervals would be a chain of unpredictable branches instead.
+#[derive(Debug, Clone)]
+pub struct PortTable<T> {
+    block_of_high_byte: Box<[u16; 256]>,
+    blocks: Box<[[T; 256]]>,
+}
+
+impl<T: Copy + Default + Eq + std::hash::Hash> PortTable<T> {
+    /// The table of a step function: `steps` start at port 0, in increasing order.
+    pub fn new(steps: impl IntoIterator<Item = (u32, T)>) -> Self {
+        // On the heap: 256 KiB of `u32` would be a large stack frame.
+        let mut values: Box<[T]> = vec![T::default(); 1 << 16].into_boxed_slice();
+        let mut steps = steps.into_iter().peekable();
+        while let Some((start, value)) = steps.next() {
+            let end = steps.peek().map_or(1 << 16, |&(next, _)| next as usize);
+            values[start as usize..end].fill(value);
+        }
+        let mut ids: HashMap<[T; 256], u16> = HashMap::new();
+        let mut blocks: Vec<[T; 256]> = Vec::new();
+        let mut block_of_high_byte = Box::new([0u16; 256]);
+        for (high, chunk) in values.chunks_exact(256).enumerate() {
+            let block: [T; 256] = chunk.try_into().expect("chunks of 256");
+            block_of_high_byte[high] = *ids.entry(block).or_insert_with(|| {
+                blocks.push(block);
+                (blocks.len() - 1) as u16
+            });
+        }
+        PortTable {
+            block_of_high_byte,
+            blocks: blocks.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, port: u16) -> T {
+        let [high, low] = port.to_be_bytes();
+        let block = self.block_of_high_byte[usize::from(high)];
+        self.blocks[usize::from(block)][usize::from(low)]
+    }
+
+    /// How many distinct blocks of 256 ports it stores.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        512 + std::mem::size_of_val(&*self.blocks)
+    }
+}
+
 /// (protocol, port) → port class. Protocols no term names map to `other`: the class of the
 /// slots that match every protocol but one (class 0, no slot, when there are none).
 #[derive(Debug, Clone, Default)]
 pub struct PortMap {
+    /// The classes as intervals, for the compiler.
     by_protocol: Vec<(Protocol, Intervals<u32>)>,
+    /// The same, for lookups.
+    tables: Vec<(Protocol, PortTable<u32>)>,
     other: u32,
 }
 
@@ -38,7 +96,7 @@ impl PortMap {
             .collect();
         protocols.sort_unstable();
         protocols.dedup();
-        let by_protocol = protocols
+        let by_protocol: Vec<(Protocol, Intervals<u32>)> = protocols
             .into_iter()
             .map(|protocol| {
                 let items: Vec<(u32, u32, u32)> = ranges
@@ -58,18 +116,35 @@ impl PortMap {
         let mut other: Vec<u32> = all_but.iter().map(|&(_, slot)| slot).collect();
         other.sort_unstable();
         other.dedup();
+        let tables = by_protocol
+            .iter()
+            .map(|(protocol, map): &(Protocol, Intervals<u32>)| {
+                (*protocol, PortTable::new(map.steps()))
+            })
+            .collect();
         PortMap {
             by_protocol,
+            tables,
             other: interner.intern(other),
         }
     }
 
     #[inline]
     pub fn class_of(&self, protocol: Protocol, port: u16) -> u32 {
-        self.by_protocol
+        self.tables
             .iter()
             .find(|(p, _)| *p == protocol)
-            .map_or(self.other, |(_, map)| map.class_of(u32::from(port)))
+            .map_or(self.other, |(_, table)| table.get(port))
+    }
+
+    /// Each protocol with port intervals, and its map from port to class.
+    pub fn protocols(&self) -> &[(Protocol, Intervals<u32>)] {
+        &self.by_protocol
+    }
+
+    /// The class of every protocol without port intervals.
+    pub fn other(&self) -> u32 {
+        self.other
     }
 
     /// Each protocol with port intervals, and how many distinct classes its ports fall in.
@@ -86,6 +161,7 @@ impl PortMap {
         self.by_protocol
             .iter()
             .map(|(_, m)| m.heap_bytes() + 16)
+            .chain(self.tables.iter().map(|(_, t)| t.heap_bytes() + 16))
             .sum()
     }
 }
@@ -93,6 +169,28 @@ impl PortMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alike_port_blocks_are_stored_once() {
+        // Port 80, ports 1000–2000 and the rest: three values.
+        let table = PortTable::new([(0, 7u16), (80, 8), (81, 7), (1000, 9), (2001, 7)]);
+        // Blocks 0 (ports 0–255), 3 (768–1023), 7 (1792–2047), 4–6 (all 1000–2000), the rest.
+        assert_eq!(table.blocks(), 5);
+        for (port, want) in [
+            (0, 7),
+            (79, 7),
+            (80, 8),
+            (81, 7),
+            (999, 7),
+            (1000, 9),
+            (1500, 9),
+            (2000, 9),
+            (2001, 7),
+            (65535, 7),
+        ] {
+            assert_eq!(table.get(port), want, "port {port}");
+        }
+    }
 
     #[test]
     fn ranges_are_per_protocol() {

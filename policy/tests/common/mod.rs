@@ -107,12 +107,24 @@ pub fn compare(
         Ok(c) => Arc::new(c),
         Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
     };
-    // Both table layouts: rules over every port of a protocol folded into each port class, and
-    // kept apart in classes of their own.
-    let layout = |fold_budget| {
-        Classifier::compile_with(Arc::clone(&cluster), CompileOptions { fold_budget })
+    // Every table layout: rules over every port of a protocol folded into each port class, or
+    // kept apart in classes of their own, each without the address × port product; and with
+    // the product wherever the rules allow one.
+    let layout = |fold_budget, product_budget| {
+        Classifier::compile_with(
+            Arc::clone(&cluster),
+            CompileOptions {
+                fold_budget,
+                product_budget,
+            },
+        )
     };
-    let (folded, apart) = (layout(usize::MAX), layout(0));
+    let layouts = [
+        ("folded", layout(usize::MAX, 0)),
+        ("apart", layout(0, 0)),
+        ("product, folded", layout(usize::MAX, usize::MAX)),
+        ("product, apart", layout(0, usize::MAX)),
+    ];
     let mut peers: Vec<IpAddr> = cluster
         .inventory
         .pods
@@ -155,7 +167,7 @@ pub fn compare(
                         let want_logged = reference::logged(
                             &cluster, pod, direction, peer, protocol, port, source,
                         );
-                        for (layout, c) in [("folded", &folded), ("apart", &apart)] {
+                        for (layout, c) in &layouts {
                             let got = c.decide(pod, direction, peer, protocol, port, source);
                             prop_assert_eq!(got, want, "{}: {}", layout, context());
                             let logged = c.logged(pod, direction, peer, protocol, port, source);
