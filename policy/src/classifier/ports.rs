@@ -74,12 +74,22 @@ impl<T: Copy + Default + Eq + std::hash::Hash> PortTable<T> {
 /// slots that match every protocol but one (class 0, no slot, when there are none).
 #[derive(Debug, Clone, Default)]
 pub struct PortMap {
-    /// The classes as intervals, for the compiler.
-    by_protocol: Vec<(Protocol, Intervals<u32>)>,
-    /// The same, for lookups.
-    tables: Vec<(Protocol, PortTable<u32>)>,
+    by_protocol: Vec<ProtocolPorts>,
     other: u32,
 }
+
+/// One protocol's port classes.
+#[derive(Debug, Clone)]
+struct ProtocolPorts {
+    protocol: Protocol,
+    intervals: Intervals<u32>,
+    /// The same as a table, for protocols with more than [`TABLE_FROM`] intervals: a search
+    /// among a few intervals is a branch or two within one cache line, cheaper than the
+    /// table's two loads and smaller than its 1.5 KiB.
+    table: Option<PortTable<u32>>,
+}
+
+const TABLE_FROM: usize = 16;
 
 impl PortMap {
     /// `ranges` are (protocol, port range) terms of slots; `all_but` are slots matching every
@@ -96,7 +106,7 @@ impl PortMap {
             .collect();
         protocols.sort_unstable();
         protocols.dedup();
-        let by_protocol: Vec<(Protocol, Intervals<u32>)> = protocols
+        let by_protocol = protocols
             .into_iter()
             .map(|protocol| {
                 let items: Vec<(u32, u32, u32)> = ranges
@@ -110,36 +120,39 @@ impl PortMap {
                             .map(|&(_, slot)| (0, u32::from(u16::MAX), slot)),
                     )
                     .collect();
-                (protocol, Intervals::build(&items, interner))
+                let intervals = Intervals::build(&items, interner);
+                let table =
+                    (intervals.intervals() > TABLE_FROM).then(|| PortTable::new(intervals.steps()));
+                ProtocolPorts {
+                    protocol,
+                    intervals,
+                    table,
+                }
             })
             .collect();
         let mut other: Vec<u32> = all_but.iter().map(|&(_, slot)| slot).collect();
         other.sort_unstable();
         other.dedup();
-        let tables = by_protocol
-            .iter()
-            .map(|(protocol, map): &(Protocol, Intervals<u32>)| {
-                (*protocol, PortTable::new(map.steps()))
-            })
-            .collect();
         PortMap {
             by_protocol,
-            tables,
             other: interner.intern(other),
         }
     }
 
     #[inline]
     pub fn class_of(&self, protocol: Protocol, port: u16) -> u32 {
-        self.tables
+        self.by_protocol
             .iter()
-            .find(|(p, _)| *p == protocol)
-            .map_or(self.other, |(_, table)| table.get(port))
+            .find(|p| p.protocol == protocol)
+            .map_or(self.other, |p| match &p.table {
+                Some(table) => table.get(port),
+                None => p.intervals.class_of(u32::from(port)),
+            })
     }
 
     /// Each protocol with port intervals, and its map from port to class.
-    pub fn protocols(&self) -> &[(Protocol, Intervals<u32>)] {
-        &self.by_protocol
+    pub fn protocols(&self) -> impl Iterator<Item = (Protocol, &Intervals<u32>)> + '_ {
+        self.by_protocol.iter().map(|p| (p.protocol, &p.intervals))
     }
 
     /// The class of every protocol without port intervals.
@@ -149,19 +162,20 @@ impl PortMap {
 
     /// Each protocol with port intervals, and how many distinct classes its ports fall in.
     pub fn classes_per_protocol(&self) -> impl Iterator<Item = (Protocol, usize)> + '_ {
-        self.by_protocol.iter().map(|(protocol, map)| {
+        self.protocols().map(|(protocol, map)| {
             let mut classes: Vec<u32> = map.classes().collect();
             classes.sort_unstable();
             classes.dedup();
-            (*protocol, classes.len())
+            (protocol, classes.len())
         })
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.by_protocol
             .iter()
-            .map(|(_, m)| m.heap_bytes() + 16)
-            .chain(self.tables.iter().map(|(_, t)| t.heap_bytes() + 16))
+            .map(|p| {
+                p.intervals.heap_bytes() + p.table.as_ref().map_or(0, PortTable::heap_bytes) + 64
+            })
             .sum()
     }
 }
@@ -189,6 +203,37 @@ mod tests {
             (65535, 7),
         ] {
             assert_eq!(table.get(port), want, "port {port}");
+        }
+    }
+
+    #[test]
+    fn port_maps_with_and_without_a_table_agree_with_their_intervals() {
+        for rules in [3u16, 40] {
+            let ranges: Vec<(PortRange, u32)> = (0..rules)
+                .map(|i| {
+                    let start = i * 1000 + i % 7;
+                    let range = PortRange {
+                        protocol: Protocol::TCP,
+                        start,
+                        end: start + i % 5 * 300,
+                    };
+                    (range, u32::from(i))
+                })
+                .collect();
+            let map = PortMap::build(&ranges, &[], &mut ClassInterner::default());
+            let tcp = &map.by_protocol[0];
+            assert_eq!(
+                tcp.table.is_some(),
+                rules == 40,
+                "a table only past {TABLE_FROM} intervals"
+            );
+            for port in (0..=u16::MAX).step_by(7).chain([u16::MAX]) {
+                assert_eq!(
+                    map.class_of(Protocol::TCP, port),
+                    tcp.intervals.class_of(u32::from(port)),
+                    "{rules} rules, port {port}"
+                );
+            }
         }
     }
 

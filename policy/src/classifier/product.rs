@@ -71,8 +71,7 @@ impl Product {
         let mut keys: Interner<(u32, Option<usize>)> = Interner::default();
         let mut protocols: Vec<Protocol> = port_map
             .protocols()
-            .iter()
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p)
             .chain(
                 lookup
                     .wide
@@ -86,7 +85,7 @@ impl Product {
             .into_iter()
             .map(|protocol| {
                 let w = wide_of(Some(protocol));
-                let steps = match port_map.protocols().iter().find(|(p, _)| *p == protocol) {
+                let steps = match port_map.protocols().find(|(p, _)| *p == protocol) {
                     Some((_, ports)) => ports
                         .steps()
                         .map(|(start, class)| (start, keys.intern((class, w))))
