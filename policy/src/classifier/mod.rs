@@ -370,14 +370,11 @@ impl Table {
         (best != NONE).then_some(best)
     }
 
-    /// Whether a lookup of the table answers from an address × port product (see
-    /// [`Stats::product_tables`]).
+    /// Whether the table's main lookup (the slots without a source-port condition) answers
+    /// from an address × port product (see [`Stats::product_tables`]). The lookups of its
+    /// source-port classes get products of their own where they fit.
     fn has_product(&self) -> bool {
         self.lookup.product.is_some()
-            || self
-                .by_source
-                .as_ref()
-                .is_some_and(|s| s.all().any(|l| l.product.is_some()))
     }
 
     /// Whether a lookup that answers from its layers keeps the rules over every port of a
