@@ -153,6 +153,10 @@ impl Product {
             })
             .collect();
         let width = merged.values.len();
+        if width > usize::from(u16::MAX) {
+            // Port tables hold `u16` columns; so many port classes are past any budget anyway.
+            return None;
+        }
         let cells = (0..row_count).flat_map(|r| merged.values.iter().map(move |column| column[r]));
         let cells = if cell_bytes == 2 {
             Cells::Narrow(
@@ -173,7 +177,7 @@ impl Product {
                         let column = column_of_key[key as usize];
                         (
                             start,
-                            u16::try_from(column).expect("fewer than 65536 columns"),
+                            u16::try_from(column).expect("at most u16::MAX columns, checked above"),
                         )
                     });
                     (protocol, PortTable::new(columns))
