@@ -1418,6 +1418,11 @@ impl TableBuilder<'_> {
             product: None,
         };
         lookup.product = Product::build(&lookup, conditions.len(), self.options.product_budget);
+        if lookup.product.is_some() {
+            // The product answers every lookup; nothing reads the layers once it is built.
+            lookup.ports = (PortMap::default(), Vec::new());
+            lookup.wide = None;
+        }
         lookup
     }
 
