@@ -3,6 +3,7 @@
 //! any mix of nested, overlapping or excepted ranges) reduces to one search here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 /// Keys of a totally ordered, bounded space.
 pub trait Key: Copy + Ord + std::fmt::Debug {
@@ -33,36 +34,63 @@ impl Key for u128 {
     }
 }
 
+/// Gives each distinct value a number, in order of first appearance.
+#[derive(Debug)]
+pub struct Interner<T> {
+    ids: HashMap<T, u32>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            ids: HashMap::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T: Hash + Eq + Clone> Interner<T> {
+    pub fn intern(&mut self, value: T) -> u32 {
+        if let Some(&id) = self.ids.get(&value) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.ids.insert(value.clone(), id);
+        self.values.push(value);
+        id
+    }
+
+    /// The values, indexed by number.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    pub fn into_values(self) -> Vec<T> {
+        self.values
+    }
+}
+
 /// Gives each distinct set of slots one class number; class 0 is the empty set.
 #[derive(Debug)]
-pub struct ClassInterner {
-    ids: HashMap<Vec<u32>, u32>,
-    classes: Vec<Vec<u32>>,
-}
+pub struct ClassInterner(Interner<Vec<u32>>);
 
 impl Default for ClassInterner {
     fn default() -> Self {
-        ClassInterner {
-            ids: HashMap::from([(Vec::new(), 0)]),
-            classes: vec![Vec::new()],
-        }
+        let mut sets = Interner::default();
+        sets.intern(Vec::new());
+        ClassInterner(sets)
     }
 }
 
 impl ClassInterner {
     pub fn intern(&mut self, slots: Vec<u32>) -> u32 {
-        if let Some(&id) = self.ids.get(&slots) {
-            return id;
-        }
-        let id = self.classes.len() as u32;
-        self.classes.push(slots.clone());
-        self.ids.insert(slots, id);
-        id
+        self.0.intern(slots)
     }
 
     /// The slot sets, indexed by class.
     pub fn into_classes(self) -> Vec<Vec<u32>> {
-        self.classes
+        self.0.into_values()
     }
 }
 

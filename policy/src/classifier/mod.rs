@@ -377,10 +377,10 @@ impl Table {
         self.lookup.product.is_some()
     }
 
-    /// Whether a lookup that answers from its layers keeps the rules over every port of a
-    /// protocol apart (see [`Stats::apart_tables`]).
+    /// Whether a lookup of the table keeps the rules over every port of a protocol apart (see
+    /// [`Stats::apart_tables`]; a lookup with a product has no layers left to keep apart).
     fn is_apart(&self) -> bool {
-        let apart = |l: &Lookup| l.wide.is_some() && l.product.is_none();
+        let apart = |l: &Lookup| l.wide.is_some();
         apart(&self.lookup) || self.by_source.as_ref().is_some_and(|s| s.all().any(apart))
     }
 
@@ -565,15 +565,18 @@ impl Classifier {
     /// Whether a table (deciding or Log) for `pod` in `direction` keeps the rules over every
     /// port of a protocol apart from its port classes (see [`Stats::apart_tables`]).
     pub fn is_apart(&self, pod: PodId, direction: Direction) -> bool {
-        self.chain(pod, direction)
-            .is_some_and(|chain| chain.tables().any(Table::is_apart))
+        self.any_table(pod, direction, Table::is_apart)
     }
 
     /// Whether a table (deciding or Log) for `pod` in `direction` answers from an address ×
     /// port product (see [`Stats::product_tables`]).
     pub fn has_product(&self, pod: PodId, direction: Direction) -> bool {
+        self.any_table(pod, direction, Table::has_product)
+    }
+
+    fn any_table(&self, pod: PodId, direction: Direction, test: fn(&Table) -> bool) -> bool {
         self.chain(pod, direction)
-            .is_some_and(|chain| chain.tables().any(Table::has_product))
+            .is_some_and(|chain| chain.tables().any(test))
     }
 
     /// Whether any rule for any pod looks at the source port (Calico `source` ports).
@@ -624,18 +627,8 @@ impl Classifier {
     pub fn stats(&self) -> Stats {
         Stats {
             tables: self.chains.iter().map(|c| c.tiers.len()).sum(),
-            apart_tables: self
-                .chains
-                .iter()
-                .flat_map(Chain::tables)
-                .filter(|table| table.is_apart())
-                .count(),
-            product_tables: self
-                .chains
-                .iter()
-                .flat_map(Chain::tables)
-                .filter(|table| table.has_product())
-                .count(),
+            apart_tables: self.count_tables(Table::is_apart),
+            product_tables: self.count_tables(Table::has_product),
             slots: self
                 .chains
                 .iter()
@@ -646,6 +639,15 @@ impl Classifier {
             selector_terms: self.selector_terms,
             heap_bytes: self.heap_bytes(),
         }
+    }
+
+    /// How many tables (deciding or Log) of every chain pass `test`.
+    fn count_tables(&self, test: fn(&Table) -> bool) -> usize {
+        self.chains
+            .iter()
+            .flat_map(Chain::tables)
+            .filter(|table| test(table))
+            .count()
     }
 
     /// Approximate heap memory of the compiled structures (not of the cluster model).

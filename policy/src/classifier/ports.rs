@@ -3,11 +3,9 @@
 //! and code are numbers of the same dimension (see [`crate::calico::rule::icmp_port`]). Calico's
 //! `notProtocol` is a term on every protocol but one.
 
-use std::collections::HashMap;
-
 use crate::inventory::Protocol;
 
-use super::intervals::{ClassInterner, Intervals};
+use super::intervals::{ClassInterner, Interner, Intervals};
 
 /// An inclusive port range of one protocol, owned by a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,19 +35,16 @@ impl<T: Copy + Default + Eq + std::hash::Hash> PortTable<T> {
             let end = steps.peek().map_or(1 << 16, |&(next, _)| next as usize);
             values[start as usize..end].fill(value);
         }
-        let mut ids: HashMap<[T; 256], u16> = HashMap::new();
-        let mut blocks: Vec<[T; 256]> = Vec::new();
+        let mut blocks: Interner<[T; 256]> = Interner::default();
         let mut block_of_high_byte = Box::new([0u16; 256]);
         for (high, chunk) in values.chunks_exact(256).enumerate() {
             let block: [T; 256] = chunk.try_into().expect("chunks of 256");
-            block_of_high_byte[high] = *ids.entry(block).or_insert_with(|| {
-                blocks.push(block);
-                (blocks.len() - 1) as u16
-            });
+            // At most 256 blocks.
+            block_of_high_byte[high] = blocks.intern(block) as u16;
         }
         PortTable {
             block_of_high_byte,
-            blocks: blocks.into_boxed_slice(),
+            blocks: blocks.into_values().into_boxed_slice(),
         }
     }
 

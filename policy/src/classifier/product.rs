@@ -12,12 +12,11 @@
 //! layered lookup answers alone.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
 
 use crate::inventory::Protocol;
 
-use super::intervals::{Intervals, Key};
+use super::intervals::{Interner, Intervals, Key};
 use super::ports::PortTable;
 use super::{Lookup, PortClass, NONE};
 
@@ -104,7 +103,7 @@ impl Product {
                 .unwrap_or_else(|| wide[source - port_classes.len()])
         };
         let columns: Vec<Column> = keys
-            .values
+            .values()
             .iter()
             .map(|&(class, w)| {
                 let b = w.map(|w| port_classes.len() + w);
@@ -152,12 +151,13 @@ impl Product {
                 )
             })
             .collect();
-        let width = merged.values.len();
+        let width = merged.values().len();
         if width > usize::from(u16::MAX) {
             // Port tables hold `u16` columns; so many port classes are past any budget anyway.
             return None;
         }
-        let cells = (0..row_count).flat_map(|r| merged.values.iter().map(move |column| column[r]));
+        let cells =
+            (0..row_count).flat_map(|r| merged.values().iter().map(move |column| column[r]));
         let cells = if cell_bytes == 2 {
             Cells::Narrow(
                 cells
@@ -309,33 +309,6 @@ impl Rows {
             row_steps.push((start, id));
         }
         Some(Intervals::from_steps(row_steps))
-    }
-}
-
-/// Gives each distinct value a number, in order of first appearance.
-struct Interner<T> {
-    ids: HashMap<T, u32>,
-    values: Vec<T>,
-}
-
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Interner {
-            ids: HashMap::new(),
-            values: Vec::new(),
-        }
-    }
-}
-
-impl<T: Hash + Eq + Clone> Interner<T> {
-    fn intern(&mut self, value: T) -> u32 {
-        if let Some(&id) = self.ids.get(&value) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.ids.insert(value.clone(), id);
-        self.values.push(value);
-        id
     }
 }
 
