@@ -2,7 +2,10 @@
 //! traces at 1k and 10k rules, in both directions, the compiled classifier's first match
 //! (rule index and Allow/Deny, or "no rule matched") must be the linear scan's over the same
 //! converted rules. Uniformly random headers are added, and the first half of each list is
-//! checked too, so that "no rule matched" is exercised (the full lists end in catch-alls). Run it in release mode (the scan over 10k rules is slow in debug):
+//! checked too, so that "no rule matched" is exercised (the full lists end in catch-alls).
+//! Each list is checked twice: compiled with the default options (dense address × port
+//! products at these sizes) and with no budget for a dense product (chunked ones). Run it in
+//! release mode (the scan over 10k rules is slow in debug):
 //!
 //! ```text
 //! cargo test --release -p podwall-bench --test classbench
@@ -11,8 +14,10 @@
 //! Fails, naming the path, when the shared data directory is missing.
 
 use bench::classbench::data::{list_name, read_rules, read_trace, TRACED_SIZES};
-use bench::classbench::{build, check, Checked, ClassBenchRule, Header};
+use bench::classbench::{build_with, check, Checked, ClassBenchRule, Header};
 use bench::rng::Rng;
+use policy::compile::CompileOptions;
+use policy::Direction;
 
 /// Uniformly random headers per list, on top of the trace.
 const RANDOM: usize = 2_000;
@@ -33,20 +38,42 @@ fn random_headers(count: usize, seed: u64) -> Vec<Header> {
         .collect()
 }
 
-/// Checks the classifier compiled from `rules` against the scan on `headers`; returns the
-/// result after asserting that there is no mismatch.
+/// Checks the classifier compiled from `rules` against the scan on `headers`, with dense and
+/// with chunked products; returns the default build's result after asserting that neither
+/// has a mismatch.
 fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
-    let built = build(list, rules).unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(built.conversion.rules.len(), rules.len());
-    let checked = check(
-        &built.classifier,
-        &built.target,
-        &built.conversion.rules,
-        headers,
-    );
-    eprintln!("{list} ({} rules): {checked}", rules.len());
-    assert!(checked.is_ok(), "{list}: {checked}");
-    checked
+    let chunked = CompileOptions {
+        dense_product_budget: 0,
+        ..CompileOptions::default()
+    };
+    let [default, _chunked] = [CompileOptions::default(), chunked].map(|options| {
+        let built = build_with(list, rules, options).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(built.conversion.rules.len(), rules.len());
+        let pod = built.target.pod;
+        for direction in Direction::BOTH {
+            let shape = built.classifier.has_chunked_product(pod, direction);
+            assert_eq!(
+                shape,
+                options.dense_product_budget == 0,
+                "{list} {direction}"
+            );
+        }
+        let checked = check(
+            &built.classifier,
+            &built.target,
+            &built.conversion.rules,
+            headers,
+        );
+        let products = if options.dense_product_budget == 0 {
+            "chunked"
+        } else {
+            "default"
+        };
+        eprintln!("{list} ({} rules, {products}): {checked}", rules.len());
+        assert!(checked.is_ok(), "{list} ({products}): {checked}");
+        checked
+    });
+    default
 }
 
 fn check_seed(seed: &str) {

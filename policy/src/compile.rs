@@ -365,12 +365,15 @@ pub struct CompileOptions {
     /// (BENCHMARKS.md, ClassBench).
     pub fold_budget: usize,
     /// How many bytes a table may spend on a product of its address and port classes (see
-    /// `classifier/product.rs`): one address search, one port search and one load per packet,
-    /// for tables whose rules look only at addresses and ports. Past it, or with 0, the
-    /// layered lookup answers alone. The default (16 MiB) takes every 1k and 10k ClassBench
-    /// list and about half of the 100k tables; the rest would need 33–83 MiB each
-    /// (`classbench_layouts` measures the product against the layered layouts).
+    /// `classifier/product.rs`), in any shape: one address search, one port search and one or
+    /// two loads per packet, for tables whose rules look only at addresses and ports. Past it,
+    /// or with 0, the layered lookup answers alone. `classbench_layouts` in the bench crate
+    /// measures the shapes against the layered layouts (BENCHMARKS.md, ClassBench).
     pub product_budget: usize,
+    /// How many of those bytes the product may spend in its dense shape (one load per
+    /// packet). Past it, the product is chunked: the columns cut into chunks shared between
+    /// rows, one dependent load more for a table a few times smaller.
+    pub dense_product_budget: usize,
 }
 
 impl Default for CompileOptions {
@@ -378,6 +381,7 @@ impl Default for CompileOptions {
         CompileOptions {
             fold_budget: 1 << 18,
             product_budget: 16 << 20,
+            dense_product_budget: 16 << 20,
         }
     }
 }
@@ -1417,7 +1421,12 @@ impl TableBuilder<'_> {
             lowest,
             product: None,
         };
-        lookup.product = Product::build(&lookup, conditions.len(), self.options.product_budget);
+        lookup.product = Product::build(
+            &lookup,
+            conditions.len(),
+            self.options.dense_product_budget,
+            self.options.product_budget,
+        );
         if lookup.product.is_some() {
             // The product answers every lookup; nothing reads the layers once it is built.
             lookup.ports = (PortMap::default(), Vec::new());

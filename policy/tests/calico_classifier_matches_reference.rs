@@ -274,10 +274,11 @@ proptest! {
 
 /// Guards the generator for the layouts: the comparison above checks the address × port
 /// product only where a table's rules look at nothing but addresses and ports, so the random
-/// clusters must have such tables, and tables where the layered lookup alone answers.
+/// clusters must have such tables, and tables where the layered lookup alone answers; and
+/// with no budget for a dense product, those tables must get a chunked one.
 #[test]
 fn random_calico_clusters_have_tables_with_and_without_a_product() {
-    let (mut with, mut without) = (0, 0);
+    let (mut with, mut without, mut chunked) = (0, 0, 0);
     for seed in 1..300u64 {
         let mut rng = Rng(seed * 7919);
         let text = cluster_yaml(&mut rng);
@@ -285,6 +286,13 @@ fn random_calico_clusters_have_tables_with_and_without_a_product() {
             load(&[Source::new("r.yaml", text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}")),
         );
         let classifier = policy::Classifier::compile(Arc::clone(&cluster));
+        let no_dense = policy::Classifier::compile_with(
+            Arc::clone(&cluster),
+            policy::compile::CompileOptions {
+                dense_product_budget: 0,
+                ..Default::default()
+            },
+        );
         for pod in cluster.inventory.pod_ids() {
             for direction in Direction::BOTH {
                 if classifier.selecting_policies(pod, direction).is_empty() {
@@ -294,12 +302,19 @@ fn random_calico_clusters_have_tables_with_and_without_a_product() {
                     true => with += 1,
                     false => without += 1,
                 }
+                assert!(!classifier.has_chunked_product(pod, direction));
+                assert_eq!(
+                    no_dense.has_chunked_product(pod, direction),
+                    classifier.has_product(pod, direction),
+                    "{text}"
+                );
+                chunked += usize::from(no_dense.has_chunked_product(pod, direction));
             }
         }
     }
     assert!(
-        with > 100 && without > 100,
-        "with a product {with}, without {without}"
+        with > 100 && without > 100 && chunked == with,
+        "with a product {with} (chunked without a dense budget: {chunked}), without {without}"
     );
 }
 

@@ -69,6 +69,14 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                     stats.product_tables
                 );
             }
+            if stats.chunked_product_tables > 0 {
+                // Too many address classes × port classes for one flat table: chunks shared
+                // between rows, one load more per lookup (BENCHMARKS.md, ClassBench).
+                println!(
+                    "{} of them chunked (too many address × port cells for one flat table)",
+                    stats.chunked_product_tables
+                );
+            }
             if stats.apart_tables > 0 {
                 // Too many rules over every port to copy into each port class: such a table
                 // costs a second address search per lookup (BENCHMARKS.md, ClassBench).

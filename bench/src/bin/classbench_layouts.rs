@@ -2,8 +2,9 @@
 //! converted to Calico: rules over every port of a protocol *folded* into each port class (one
 //! address search per packet, copies of those rules in every class), kept *apart* in classes
 //! of their own (two searches, no copies), and the *product* of address and port classes (one
-//! address search, one port search and one load; see `policy/src/classifier/product.rs`).
-//! `CompileOptions::fold_budget` and `product_budget` pick one per table; this shows what each
+//! address search, one port search and one load; see `policy/src/classifier/product.rs`),
+//! dense or *chunked* (one load more, for a smaller table). `CompileOptions::fold_budget`,
+//! `product_budget` and `dense_product_budget` pick one per table; this shows what each
 //! costs, so that the budgets can be checked against measurements.
 //!
 //! For each list and direction the classifiers decide every header of a set (the trace, and
@@ -69,19 +70,21 @@ fn compare(options: Options) -> Result<()> {
         .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
-        "| list | headers | direction | folded ns | apart ns | product ns | product / best \
-         layered | folded heap | apart heap | product heap | default |"
+        "| list | headers | direction | folded ns | apart ns | dense ns | chunked ns | dense / \
+         best layered | chunked / dense | folded heap | apart heap | dense heap | chunked heap | \
+         default |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
             eprintln!("{list}: loading and compiling the layouts …");
             let rules = read_rules(seed, size)?;
-            let layout = |fold_budget, product_budget| {
+            let layout = |fold_budget, product_budget, dense_product_budget| {
                 let options = CompileOptions {
                     fold_budget,
                     product_budget,
+                    dense_product_budget,
                 };
                 build_with(&list, &rules, options).with_context(|| list.clone())
             };
@@ -89,13 +92,19 @@ fn compare(options: Options) -> Result<()> {
             // folded one alone is over 100 MiB).
             let default = CompileOptions::default();
             let chosen = {
-                let built = layout(default.fold_budget, default.product_budget)?;
+                let built = layout(
+                    default.fold_budget,
+                    default.product_budget,
+                    default.dense_product_budget,
+                )?;
                 Direction::BOTH.map(|d| chosen(&built, d))
             };
+            let all = usize::MAX;
             let layouts = [
-                layout(usize::MAX, 0)?,
-                layout(0, 0)?,
-                layout(default.fold_budget, usize::MAX)?,
+                layout(all, 0, 0)?,
+                layout(0, 0, 0)?,
+                layout(default.fold_budget, all, all)?,
+                layout(default.fold_budget, all, 0)?,
             ];
             let mut sets: Vec<(&str, Vec<Header>)> = Vec::new();
             if TRACED_SIZES.contains(&size) {
@@ -115,15 +124,18 @@ fn compare(options: Options) -> Result<()> {
                     }
                 }
                 for direction in Direction::BOTH {
-                    let [folded_ns, apart_ns, product_ns] =
+                    let [folded_ns, apart_ns, dense_ns, chunked_ns] =
                         alternate(&layouts, direction, headers, options.passes);
                     println!(
                         "| {list} | {kind} | {direction} | {folded_ns:.1} | {apart_ns:.1} | \
-                         {product_ns:.1} | {:.2} | {} | {} | {} | {} |",
-                        product_ns / folded_ns.min(apart_ns),
+                         {dense_ns:.1} | {chunked_ns:.1} | {:.2} | {:.2} | {} | {} | {} | {} | \
+                         {} |",
+                        dense_ns / folded_ns.min(apart_ns),
+                        chunked_ns / dense_ns,
                         mib(&layouts[0]),
                         mib(&layouts[1]),
                         mib(&layouts[2]),
+                        mib(&layouts[3]),
                         chosen[direction.index()],
                     );
                 }
@@ -175,12 +187,15 @@ fn mib(built: &Built) -> String {
 /// has one table per direction).
 fn chosen(default: &Built, direction: Direction) -> &'static str {
     let pod = default.target.pod;
+    let classifier = &default.classifier;
     match (
-        default.classifier.has_product(pod, direction),
-        default.classifier.is_apart(pod, direction),
+        classifier.has_product(pod, direction),
+        classifier.has_chunked_product(pod, direction),
+        classifier.is_apart(pod, direction),
     ) {
-        (true, _) => "product",
-        (false, true) => "apart",
-        (false, false) => "folded",
+        (true, true, _) => "chunked",
+        (true, false, _) => "dense",
+        (false, _, true) => "apart",
+        (false, _, false) => "folded",
     }
 }

@@ -46,9 +46,9 @@ fn report(options: Options) -> Result<()> {
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \
-         load | compile | load + compile | slots | heap | bytes per rule |"
+         load | compile | load + compile | slots | products (chunked) | heap | bytes per rule |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
@@ -61,7 +61,7 @@ fn report(options: Options) -> Result<()> {
             let total = built.load + built.compile;
             println!(
                 "| {list} | {} | {} | {} | {} | {:.1} MiB | {:.2} s | {:.2} s | {:.2} s | {} | \
-                 {:.1} MiB | {:.0} |",
+                 {} ({}) | {:.1} MiB | {:.0} |",
                 rules.len(),
                 c.approximated,
                 c.narrowed,
@@ -71,6 +71,8 @@ fn report(options: Options) -> Result<()> {
                 built.compile.as_secs_f64(),
                 total.as_secs_f64(),
                 stats.slots,
+                stats.product_tables,
+                stats.chunked_product_tables,
                 mib(stats.heap_bytes),
                 stats.heap_bytes as f64 / rules.len() as f64,
             );

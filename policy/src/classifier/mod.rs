@@ -377,6 +377,14 @@ impl Table {
         self.lookup.product.is_some()
     }
 
+    /// Whether that product is chunked (see [`Stats::chunked_product_tables`]).
+    fn has_chunked_product(&self) -> bool {
+        self.lookup
+            .product
+            .as_ref()
+            .is_some_and(|p| p.shape() != product::Shape::Dense)
+    }
+
     /// Whether a lookup of the table keeps the rules over every port of a protocol apart (see
     /// [`Stats::apart_tables`]; a lookup with a product has no layers left to keep apart).
     fn is_apart(&self) -> bool {
@@ -438,6 +446,9 @@ pub struct Stats {
     /// port class, because their rules look only at addresses and ports and that table fits
     /// `CompileOptions::product_budget`.
     pub product_tables: usize,
+    /// Of those, the tables whose product is chunked, because the dense one would outgrow
+    /// `CompileOptions::dense_product_budget` (one dependent load more per lookup).
+    pub chunked_product_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -574,6 +585,11 @@ impl Classifier {
         self.any_table(pod, direction, Table::has_product)
     }
 
+    /// Whether such a product is chunked (see [`Stats::chunked_product_tables`]).
+    pub fn has_chunked_product(&self, pod: PodId, direction: Direction) -> bool {
+        self.any_table(pod, direction, Table::has_chunked_product)
+    }
+
     fn any_table(&self, pod: PodId, direction: Direction, test: fn(&Table) -> bool) -> bool {
         self.chain(pod, direction)
             .is_some_and(|chain| chain.tables().any(test))
@@ -629,6 +645,7 @@ impl Classifier {
             tables: self.chains.iter().map(|c| c.tiers.len()).sum(),
             apart_tables: self.count_tables(Table::is_apart),
             product_tables: self.count_tables(Table::has_product),
+            chunked_product_tables: self.count_tables(Table::has_chunked_product),
             slots: self
                 .chains
                 .iter()
@@ -706,6 +723,7 @@ mod tests {
                 crate::compile::CompileOptions {
                     fold_budget,
                     product_budget: 0,
+                    dense_product_budget: 0,
                 },
             )
         };

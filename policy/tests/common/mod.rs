@@ -109,21 +109,25 @@ pub fn compare(
     };
     // Every table layout: rules over every port of a protocol folded into each port class, or
     // kept apart in classes of their own, each without the address × port product; and with
-    // the product wherever the rules allow one.
-    let layout = |fold_budget, product_budget| {
+    // the product wherever the rules allow one, dense or chunked.
+    let layout = |fold_budget, product_budget, dense_product_budget| {
         Classifier::compile_with(
             Arc::clone(&cluster),
             CompileOptions {
                 fold_budget,
                 product_budget,
+                dense_product_budget,
             },
         )
     };
+    let all = usize::MAX;
     let layouts = [
-        ("folded", layout(usize::MAX, 0)),
-        ("apart", layout(0, 0)),
-        ("product, folded", layout(usize::MAX, usize::MAX)),
-        ("product, apart", layout(0, usize::MAX)),
+        ("folded", layout(all, 0, 0)),
+        ("apart", layout(0, 0, 0)),
+        ("product, folded", layout(all, all, all)),
+        ("product, apart", layout(0, all, all)),
+        ("chunked product, folded", layout(all, all, 0)),
+        ("chunked product, apart", layout(0, all, 0)),
     ];
     let mut peers: Vec<IpAddr> = cluster
         .inventory
