@@ -15,8 +15,9 @@
 //! *chunked* shape, after the chunked cross-products of Gupta and McKeown's Recursive Flow
 //! Classification). Rows share chunks: that acl1 table has 155,622 distinct chunks of 16
 //! columns for 1.4M places in its rows, 15.5 MB in all. That costs one dependent load more
-//! (1.0–1.3 × the dense table's time in `classbench_layouts`). Past
-//! `CompileOptions::product_budget` in every shape, the layered lookup answers alone.
+//! (1.0–1.3 × the dense table's time in `classbench_layouts`). A product is dense within
+//! the dense budget, else chunked within `CompileOptions::product_budget`; past both, the
+//! layered lookup answers alone.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -143,7 +144,6 @@ impl Product {
         Some(table.into_product(
             columns_by_protocol,
             u32::from(column_of_key(inputs.other_key)),
-            cell_bytes,
         ))
     }
 
@@ -385,7 +385,7 @@ impl<K: Key> Family<K> {
 
 /// Provisional columns that agree on every row share one column of the table.
 struct Merge {
-    /// Provisional column → column of the table, numbered by first appearance.
+    /// Provisional column → column of the table.
     of_column: Vec<u32>,
     /// Column of the table → the first provisional column merged into it.
     first: Vec<usize>,
@@ -420,8 +420,11 @@ impl Merge {
         let mut ids: Interner<u64> = Interner::default();
         let by_hash: Vec<u32> = hashes.into_iter().map(|h| ids.intern(h)).collect();
         let mut order: Vec<u32> = (0..ids.values().len() as u32).collect();
-        let first_of = |m: u32| by_hash.iter().position(|&h| h == m).unwrap_or(0);
-        order.sort_by_key(|&m| (changes[first_of(m)], m));
+        let mut first_of = vec![0usize; order.len()];
+        for (k, &m) in by_hash.iter().enumerate().rev() {
+            first_of[m as usize] = k;
+        }
+        order.sort_by_key(|&m| (changes[first_of[m as usize]], m));
         let mut rank = vec![0u32; order.len()];
         for (r, &m) in order.iter().enumerate() {
             rank[m as usize] = r as u32;
@@ -519,7 +522,7 @@ impl Table {
         };
         let mut padded = vec![NONE; chunks_per_row * chunk_len];
         let mut numbers = vec![0u32; chunks_per_row];
-        let mut row_of = |table: &mut Table, row: &[u32]| -> Result<u32, Stop> {
+        let mut row_id = |table: &mut Table, row: &[u32]| -> Result<u32, Stop> {
             for (cell, &k) in padded.iter_mut().zip(&merge.first) {
                 *cell = row[k];
             }
@@ -536,12 +539,12 @@ impl Table {
             table.row(&numbers)
         };
         v4.walk(columns, |start, row| {
-            let id = row_of(&mut table, row)?;
+            let id = row_id(&mut table, row)?;
             table.v4_steps.push((start, id));
             Ok(())
         })?;
         v6.walk(columns, |start, row| {
-            let id = row_of(&mut table, row)?;
+            let id = row_id(&mut table, row)?;
             table.v6_steps.push((start, id));
             Ok(())
         })?;
@@ -594,10 +597,9 @@ impl Table {
         self,
         columns_by_protocol: Vec<(Protocol, PortTable<u16>)>,
         other_column: u32,
-        cell_bytes: usize,
     ) -> Product {
         let (shift, mask) = match self.shape {
-            // Columns are below 2^16, so `column >> 16` is position 0 and the mask keeps it all.
+            // Unused (a dense row has no chunk numbers); the mask keeps the whole column.
             Shape::Dense => (16, u32::MAX),
             Shape::Chunked { shift } => (shift, (1 << shift) - 1),
         };
@@ -612,7 +614,7 @@ impl Table {
             _ => ChunkNumbers::Wide(self.rows.into_boxed_slice()),
         };
         let cells = self.cells.into_iter();
-        let cells = if cell_bytes == 2 {
+        let cells = if self.cell_bytes == 2 {
             Cells::Narrow(
                 cells
                     .map(|slot| u16::try_from(slot).unwrap_or(u16::MAX))
