@@ -76,7 +76,6 @@ pub(crate) struct Product {
     columns_by_protocol: Vec<(Protocol, PortTable<u16>)>,
     /// The column of every other protocol.
     other_column: u32,
-    shape: Shape,
     /// Columns per chunk.
     chunk_len: usize,
     /// Column → the position of its chunk in the row (`column >> shift`) and its place in the
@@ -123,13 +122,9 @@ impl Product {
             Err(Stop::Budget) => return None,
             Ok(table) => (merged, table),
         };
-        if merged.width > usize::from(u16::MAX) {
-            // Port tables hold `u16` columns; so many port classes are past any budget anyway.
-            return None;
-        }
         let column_of_key = |key: u32| {
             u16::try_from(merged.of_column[key as usize])
-                .expect("at most u16::MAX columns, checked above")
+                .expect("at most u16::MAX columns, checked by Table::new")
         };
         let columns_by_protocol = inputs
             .port_keys
@@ -177,7 +172,10 @@ impl Product {
 
     /// The shape the table was built in.
     pub(crate) fn shape(&self) -> Shape {
-        self.shape
+        match self.chunk_numbers {
+            ChunkNumbers::Dense => Shape::Dense,
+            ChunkNumbers::Narrow(_) | ChunkNumbers::Wide(_) => Shape::Chunked { shift: self.shift },
+        }
     }
 
     /// Bytes of cells and chunk numbers: what the budget bounds.
@@ -418,18 +416,20 @@ impl Merge {
             .and_then(|()| v6.walk(columns, |_, row| mix(row)));
         debug_assert!(walked.is_ok(), "hashing never stops");
         let mut ids: Interner<u64> = Interner::default();
-        let by_hash: Vec<u32> = hashes.into_iter().map(|h| ids.intern(h)).collect();
-        let mut order: Vec<u32> = (0..ids.values().len() as u32).collect();
-        let mut first_of = vec![0usize; order.len()];
-        for (k, &m) in by_hash.iter().enumerate().rev() {
-            first_of[m as usize] = k;
-        }
-        order.sort_by_key(|&m| (changes[first_of[m as usize]], m));
+        let by_hash = Self::from_ids(hashes.into_iter().map(|h| ids.intern(h)).collect());
+        let mut order: Vec<u32> = (0..by_hash.width as u32).collect();
+        order.sort_by_key(|&m| (changes[by_hash.first[m as usize]], m));
         let mut rank = vec![0u32; order.len()];
         for (r, &m) in order.iter().enumerate() {
             rank[m as usize] = r as u32;
         }
-        Self::from_ids(by_hash.into_iter().map(|m| rank[m as usize]).collect())
+        Self::from_ids(
+            by_hash
+                .of_column
+                .into_iter()
+                .map(|m| rank[m as usize])
+                .collect(),
+        )
     }
 
     fn none(columns: usize) -> Merge {
@@ -450,19 +450,48 @@ impl Merge {
     }
 }
 
+/// Distinct runs of `len` numbers, kept flat and numbered in order of first appearance.
+struct Runs {
+    len: usize,
+    flat: Vec<u32>,
+    number_of: HashMap<Box<[u32]>, u32>,
+}
+
+impl Runs {
+    fn new(len: usize) -> Runs {
+        Runs {
+            len,
+            flat: Vec::new(),
+            number_of: HashMap::new(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.flat.len() / self.len
+    }
+
+    /// The number of `run`, and whether it is new (then it is stored).
+    fn number(&mut self, run: &[u32]) -> (u32, bool) {
+        if let Some(&number) = self.number_of.get(run) {
+            return (number, false);
+        }
+        let number = self.count() as u32;
+        self.flat.extend_from_slice(run);
+        self.number_of.insert(run.into(), number);
+        (number, true)
+    }
+}
+
 /// Distinct chunks and rows, built start by start within a limit of bytes. Chunks are
 /// numbered over all positions in the row: the same run of slots recurs at many positions
 /// (a rule over a range of ports shared by several columns), and acl1 at 100k rules has
 /// 2.3 times as many chunks when each position numbers its own.
 struct Table {
     shape: Shape,
-    chunk_len: usize,
-    chunks_per_row: usize,
-    cells: Vec<u32>,
-    number_of: HashMap<Box<[u32]>, u32>,
-    /// Each row's chunk numbers, `chunks_per_row` per row (chunked shapes only).
-    rows: Vec<u32>,
-    row_of: HashMap<Box<[u32]>, u32>,
+    /// The distinct chunks: their cells.
+    chunks: Runs,
+    /// The distinct rows: their chunk numbers (chunked shapes only).
+    rows: Runs,
     v4_steps: Vec<(u32, u32)>,
     v6_steps: Vec<(u128, u32)>,
     cell_bytes: usize,
@@ -500,6 +529,10 @@ impl Table {
         cell_bytes: usize,
         limit: usize,
     ) -> Result<Table, Stop> {
+        if merge.width > usize::from(u16::MAX) {
+            // Port tables hold `u16` columns; so many port classes are past any budget anyway.
+            return Err(Stop::Budget);
+        }
         let (columns, v4, v6) = (&inputs.columns, &inputs.v4, &inputs.v6);
         let width = merge.width.max(1);
         let chunk_len = match shape {
@@ -509,12 +542,8 @@ impl Table {
         let chunks_per_row = width.div_ceil(chunk_len);
         let mut table = Table {
             shape,
-            chunk_len,
-            chunks_per_row,
-            cells: Vec::new(),
-            number_of: HashMap::new(),
-            rows: Vec::new(),
-            row_of: HashMap::new(),
+            chunks: Runs::new(chunk_len),
+            rows: Runs::new(chunks_per_row),
             v4_steps: Vec::with_capacity(v4.starts.len()),
             v6_steps: Vec::with_capacity(v6.starts.len()),
             cell_bytes,
@@ -554,26 +583,18 @@ impl Table {
     fn number_bytes(&self) -> usize {
         match self.shape {
             Shape::Dense => 0,
-            Shape::Chunked { .. } if self.cells.len() / self.chunk_len <= 1 << 16 => 2,
+            Shape::Chunked { .. } if self.chunks.count() <= 1 << 16 => 2,
             Shape::Chunked { .. } => 4,
         }
     }
 
     fn bytes(&self) -> usize {
-        self.cells.len() * self.cell_bytes + self.rows.len() * self.number_bytes()
+        self.chunks.flat.len() * self.cell_bytes + self.rows.flat.len() * self.number_bytes()
     }
 
     fn chunk(&mut self, chunk: &[u32]) -> Result<u32, Stop> {
-        if let Some(&number) = self.number_of.get(chunk) {
-            return Ok(number);
-        }
-        let number = (self.cells.len() / self.chunk_len) as u32;
-        self.cells.extend_from_slice(chunk);
-        if self.bytes() > self.limit {
-            return Err(Stop::Budget);
-        }
-        self.number_of.insert(chunk.into(), number);
-        Ok(number)
+        let (number, new) = self.chunks.number(chunk);
+        self.within_limit(new, number)
     }
 
     /// The row made of these chunks (dense: the one chunk is the row).
@@ -581,20 +602,20 @@ impl Table {
         if self.shape == Shape::Dense {
             return Ok(numbers[0]);
         }
-        if let Some(&id) = self.row_of.get(numbers) {
-            return Ok(id);
-        }
-        let id = (self.rows.len() / numbers.len()) as u32;
-        self.rows.extend_from_slice(numbers);
-        if self.bytes() > self.limit {
+        let (id, new) = self.rows.number(numbers);
+        self.within_limit(new, id)
+    }
+
+    /// `number`, unless something new made the table outgrow its limit.
+    fn within_limit(&self, new: bool, number: u32) -> Result<u32, Stop> {
+        if new && self.bytes() > self.limit {
             return Err(Stop::Budget);
         }
-        self.row_of.insert(numbers.into(), id);
-        Ok(id)
+        Ok(number)
     }
 
     fn into_product(
-        self,
+        mut self,
         columns_by_protocol: Vec<(Protocol, PortTable<u16>)>,
         other_column: u32,
     ) -> Product {
@@ -607,13 +628,14 @@ impl Table {
             (Shape::Dense, _) => ChunkNumbers::Dense,
             (_, 2) => ChunkNumbers::Narrow(
                 self.rows
+                    .flat
                     .iter()
                     .map(|&n| u16::try_from(n).expect("at most 2^16 chunks"))
                     .collect(),
             ),
-            _ => ChunkNumbers::Wide(self.rows.into_boxed_slice()),
+            _ => ChunkNumbers::Wide(std::mem::take(&mut self.rows.flat).into_boxed_slice()),
         };
-        let cells = self.cells.into_iter();
+        let cells = std::mem::take(&mut self.chunks.flat).into_iter();
         let cells = if self.cell_bytes == 2 {
             Cells::Narrow(
                 cells
@@ -628,9 +650,8 @@ impl Table {
             v6_rows: Intervals::from_steps(self.v6_steps),
             columns_by_protocol,
             other_column,
-            shape: self.shape,
-            chunk_len: self.chunk_len,
-            chunks_per_row: self.chunks_per_row,
+            chunk_len: self.chunks.len,
+            chunks_per_row: self.rows.len,
             shift,
             mask,
             chunk_numbers,
