@@ -9,7 +9,8 @@
 //!
 //! One iteration decides every header of the set once (ingress: the peer is the header's
 //! source; egress: its destination), and throughput is reported per header, so criterion's
-//! time per element is the cost of one `decide`. Before timing, every header's answer is
+//! time per element is the cost of one `decide`. The `…/each` benches ask the same questions
+//! with one `decide_each` over the whole set (lookups of tables past the caches interleaved). Before timing, every header's answer is
 //! checked against a linear scan over the converted rules (same rule index and action, or no
 //! match), in both directions. Setup lines on stderr give load and compile times and the
 //! classifier's heap per rule.
@@ -19,14 +20,19 @@
 //! CLASSBENCH_SEEDS=fw1 cargo bench -p podwall-bench --bench classbench   # one seed
 //! ```
 
+/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
+/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
+#[global_allocator]
+static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bench::classbench::check::decide;
+use bench::classbench::check::{decide, query};
 use bench::classbench::data::{list_name, read_rules, read_trace, SEEDS, SIZES, TRACED_SIZES};
 use bench::classbench::{build, check, sample_headers, Header};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use policy::Direction;
+use policy::{Decision, Direction, Query};
 
 /// Headers drawn from each list.
 const GENERATED: usize = 10_000;
@@ -85,6 +91,18 @@ fn classbench(c: &mut Criterion) {
                             for header in headers {
                                 black_box(decide(classifier, target, direction, black_box(header)));
                             }
+                        })
+                    });
+                    let queries: Vec<Query> = headers
+                        .iter()
+                        .map(|h| query(target, direction, h))
+                        .collect();
+                    let mut decisions = vec![Decision::NotIsolated; queries.len()];
+                    let name = format!("{seed}/{}/{kind}/each", direction_name(direction));
+                    group.bench_with_input(BenchmarkId::new(name, size), &queries, |b, queries| {
+                        b.iter(|| {
+                            classifier.decide_each(black_box(queries), &mut decisions);
+                            black_box(&decisions);
                         })
                     });
                 }

@@ -39,11 +39,13 @@ fn random_headers(count: usize, seed: u64) -> Vec<Header> {
 }
 
 /// Checks the classifier compiled from `rules` against the scan on `headers`, with dense and
-/// with chunked products; returns the default build's result after asserting that neither
+/// with chunked (and always staged) products; returns the default build's result after asserting that neither
 /// has a mismatch.
 fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
+    // Chunked products, and every product looked up in stages by `decide_each` however small.
     let chunked = CompileOptions {
         dense_product_budget: 0,
+        staged_product_bytes: 0,
         ..CompileOptions::default()
     };
     let [default, _chunked] = [CompileOptions::default(), chunked].map(|options| {

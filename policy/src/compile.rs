@@ -375,6 +375,12 @@ pub struct CompileOptions {
     /// rows, one dependent load more for a smaller table (2.4–5.4 × smaller on the 100k
     /// ClassBench lists; not guaranteed smaller in general, since chunks are padded).
     pub dense_product_budget: usize,
+    /// Products of at least this many bytes are looked up in interleaved stages by
+    /// [`Classifier::decide_each`], so that the cache misses of a group of lookups overlap.
+    /// Smaller ones sit in the caches, where the stages would only add work: they are looked
+    /// up one by one. The default (1 MiB) is the L2 cache of one core of the machines measured
+    /// in BENCHMARKS.md.
+    pub staged_product_bytes: usize,
 }
 
 impl Default for CompileOptions {
@@ -383,6 +389,7 @@ impl Default for CompileOptions {
             fold_budget: 1 << 18,
             product_budget: 16 << 20,
             dense_product_budget: 16 << 20,
+            staged_product_bytes: 1 << 20,
         }
     }
 }
@@ -1427,7 +1434,8 @@ impl TableBuilder<'_> {
             conditions.len(),
             self.options.dense_product_budget,
             self.options.product_budget,
-        );
+        )
+        .map(|product| product.staged_from(self.options.staged_product_bytes));
         if lookup.product.is_some() {
             // The product answers every lookup; nothing reads the layers once it is built.
             lookup.ports = (PortMap::default(), Vec::new());

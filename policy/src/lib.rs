@@ -20,7 +20,7 @@ pub mod published;
 pub mod reference;
 pub mod selector;
 
-pub use classifier::{Classifier, Stats};
+pub use classifier::{Classifier, Query, Stats};
 pub use decision::{ConnectionDecision, Decision, Party, RuleRef};
 pub use error::{Error, Location, Problem, Warning};
 pub use inventory::{Inventory, PodId, Protocol};

@@ -5,7 +5,7 @@ use anyhow::{anyhow, Result};
 use policy::decision::Party;
 use policy::inventory::Protocol;
 use policy::probe::IpFamily;
-use policy::{Classifier, Cluster};
+use policy::{Classifier, Cluster, ConnectionDecision};
 
 use crate::cluster::load_and_compile;
 use crate::Output;
@@ -150,29 +150,15 @@ impl Table {
         port: u16,
         source_port: u16,
     ) -> Table {
-        let allowed = pods
+        let party = |&(pod, address): &(u32, std::net::IpAddr)| Party::Pod { pod, address };
+        let pairs: Vec<(Party, Party)> = pods
             .iter()
-            .map(|&(from, from_ip)| {
-                pods.iter()
-                    .map(|&(to, to_ip)| {
-                        classifier
-                            .connection(
-                                Party::Pod {
-                                    pod: from,
-                                    address: from_ip,
-                                },
-                                Party::Pod {
-                                    pod: to,
-                                    address: to_ip,
-                                },
-                                protocol,
-                                port,
-                                source_port,
-                            )
-                            .allowed()
-                    })
-                    .collect()
-            })
+            .flat_map(|from| pods.iter().map(move |to| (party(from), party(to))))
+            .collect();
+        let decided = classifier.connection_each(&pairs, protocol, port, source_port);
+        let allowed = decided
+            .chunks(pods.len().max(1))
+            .map(|row| row.iter().map(ConnectionDecision::allowed).collect())
             .collect();
         Table {
             protocol,

@@ -18,6 +18,11 @@
 //! cargo run --release -p podwall-bench --bin classbench_layouts -- --seeds acl1 --sizes 10000
 //! ```
 
+/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
+/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
+#[global_allocator]
+static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
+
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -85,6 +90,7 @@ fn compare(options: Options) -> Result<()> {
                     fold_budget,
                     product_budget,
                     dense_product_budget,
+                    ..CompileOptions::default()
                 };
                 build_with(&list, &rules, options).with_context(|| list.clone())
             };

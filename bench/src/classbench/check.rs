@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use policy::{Classifier, Decision, Direction, PodId, Protocol, RuleRef};
+use policy::{Classifier, Decision, Direction, PodId, Protocol, Query, RuleRef};
 
 use super::convert::{Action, CalicoRule};
 use super::parse::Header;
@@ -21,8 +21,25 @@ pub struct Target {
     pub tier: u32,
 }
 
-/// The classifier's decision for `header` (the peer is its source for ingress, its destination
-/// for egress; the port is its destination port for every protocol).
+/// The classifier's question for `header`: the peer is its source for ingress, its
+/// destination for egress; the port is its destination port for every protocol.
+#[inline]
+pub fn query(target: &Target, direction: Direction, header: &Header) -> Query {
+    let peer = match direction {
+        Direction::Ingress => header.src,
+        Direction::Egress => header.dst,
+    };
+    Query {
+        pod: target.pod,
+        direction,
+        peer: IpAddr::V4(Ipv4Addr::from(peer)),
+        protocol: Protocol(header.protocol),
+        port: header.dst_port,
+        source_port: header.src_port,
+    }
+}
+
+/// The classifier's decision for `header` (see [`query`]).
 #[inline]
 pub fn decide(
     classifier: &Classifier,
@@ -30,17 +47,14 @@ pub fn decide(
     direction: Direction,
     header: &Header,
 ) -> Decision {
-    let peer = match direction {
-        Direction::Ingress => header.src,
-        Direction::Egress => header.dst,
-    };
+    let q = query(target, direction, header);
     classifier.decide(
-        target.pod,
-        direction,
-        IpAddr::V4(Ipv4Addr::from(peer)),
-        Protocol(header.protocol),
-        header.dst_port,
-        header.src_port,
+        q.pod,
+        q.direction,
+        q.peer,
+        q.protocol,
+        q.port,
+        q.source_port,
     )
 }
 
@@ -91,6 +105,8 @@ impl Tally {
 pub struct Mismatch {
     /// The header's index in the checked slice.
     pub index: usize,
+    /// The classifier's call that answered: `decide`, or `decide_each` over all the headers.
+    pub call: &'static str,
     pub direction: Direction,
     pub header: Header,
     pub expected: Decision,
@@ -129,8 +145,8 @@ impl fmt::Display for Checked {
         for m in &self.examples {
             write!(
                 f,
-                "\n  header {} {:?} {:?}: expected {:?}, got {:?}",
-                m.index, m.direction, m.header, m.expected, m.got
+                "\n  header {} {:?} {:?}: expected {:?}, {} gave {:?}",
+                m.index, m.direction, m.header, m.expected, m.call, m.got
             )?;
         }
         Ok(())
@@ -140,7 +156,8 @@ impl fmt::Display for Checked {
 /// How many mismatches [`Checked::examples`] keeps.
 const EXAMPLES: usize = 10;
 
-/// Compares the classifier with the linear scan on every header, in both directions.
+/// Compares the classifier with the linear scan on every header, in both directions, asked
+/// one header at a time (`decide`) and all at once (`decide_each`).
 pub fn check(
     classifier: &Classifier,
     target: &Target,
@@ -151,21 +168,30 @@ pub fn check(
         headers: headers.len(),
         ..Checked::default()
     };
-    for (index, header) in headers.iter().enumerate() {
-        for direction in Direction::BOTH {
+    let mut each = vec![Decision::NotIsolated; headers.len()];
+    for direction in Direction::BOTH {
+        let queries: Vec<Query> = headers
+            .iter()
+            .map(|h| query(target, direction, h))
+            .collect();
+        classifier.decide_each(&queries, &mut each);
+        for (index, header) in headers.iter().enumerate() {
             let want = expected(rules, target, direction, header);
-            let got = decide(classifier, target, direction, header);
             checked.tally[direction.index()].count(want);
-            if got != want {
-                checked.mismatches += 1;
-                if checked.examples.len() < EXAMPLES {
-                    checked.examples.push(Mismatch {
-                        index,
-                        direction,
-                        header: *header,
-                        expected: want,
-                        got,
-                    });
+            let one = decide(classifier, target, direction, header);
+            for (call, got) in [("decide", one), ("decide_each", each[index])] {
+                if got != want {
+                    checked.mismatches += 1;
+                    if checked.examples.len() < EXAMPLES {
+                        checked.examples.push(Mismatch {
+                            index,
+                            call,
+                            direction,
+                            header: *header,
+                            expected: want,
+                            got,
+                        });
+                    }
                 }
             }
         }

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use prefetch_index::prefetch_index;
+
 /// Keys of a totally ordered, bounded space.
 pub trait Key: Copy + Ord + std::fmt::Debug {
     const MIN: Self;
@@ -120,6 +122,22 @@ struct Step<K> {
     class: u32,
 }
 
+/// A key's bucket in a step index: see [`Intervals::bucket`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bucket(u32);
+
+impl Bucket {
+    /// Below the bucketed span: the first step's class.
+    const BELOW: Bucket = Bucket(u32::MAX);
+}
+
+/// Where in the steps a key's answer lies: see [`Intervals::window`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    from: u32,
+    to: u32,
+}
+
 /// Sorted steps with a bucket index: the span from the second start to the last is cut into
 /// about two buckets per step, and each bucket remembers the last step starting at or below the
 /// bucket's start. A lookup is one bucket load and a search among the few steps inside that
@@ -169,18 +187,53 @@ impl<K: Key> StepIndex<K> {
     /// every key).
     #[inline]
     fn class_at(&self, key: K) -> u32 {
+        self.class_in(key, self.window(self.bucket(key)))
+    }
+
+    /// The bucket of `key` (arithmetic only).
+    #[inline]
+    fn bucket(&self, key: K) -> Bucket {
         let value = key.to_u128();
         if value < self.low {
-            return self.steps[0].class;
+            return Bucket::BELOW;
         }
         let b = (((value - self.low) >> self.shift) as usize).min(self.buckets.len() - 1);
-        let from = self.buckets[b] as usize;
+        Bucket(b as u32)
+    }
+
+    #[inline]
+    fn prefetch_bucket(&self, bucket: Bucket) {
+        if bucket != Bucket::BELOW {
+            prefetch_index(&self.buckets, bucket.0 as usize);
+        }
+    }
+
+    /// The steps among which the answer for a key of `bucket` lies (one load).
+    #[inline]
+    fn window(&self, bucket: Bucket) -> Window {
+        if bucket == Bucket::BELOW {
+            return Window { from: 0, to: 0 };
+        }
+        let b = bucket.0 as usize;
+        let from = self.buckets[b];
         let to = self
             .buckets
             .get(b + 1)
-            .map_or(self.steps.len() - 1, |&next| next as usize);
-        // The answer lies in steps[from..=to]: steps[from] starts at or below the key, and
-        // steps past `to` start after this bucket ends.
+            .map_or(self.steps.len() as u32 - 1, |&next| next);
+        Window { from, to }
+    }
+
+    #[inline]
+    fn prefetch_window(&self, window: Window) {
+        prefetch_index(&self.steps, window.from as usize);
+        prefetch_index(&self.steps, window.to as usize);
+    }
+
+    /// The search in a window: `steps[from]` starts at or below the key, and steps past `to`
+    /// start after the key's bucket ends.
+    #[inline]
+    fn class_in(&self, key: K, window: Window) -> u32 {
+        let (from, to) = (window.from as usize, window.to as usize);
         let at = from + self.steps[from + 1..=to].partition_point(|s| s.start <= key);
         self.steps[at].class
     }
@@ -302,6 +355,35 @@ impl<K: Key> Intervals<K> {
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
         self.steps.class_at(key)
+    }
+
+    /// [`Intervals::class_of`] in stages, for lookups that interleave many keys so that their
+    /// memory accesses overlap: the key's `bucket` (arithmetic only), the `window` of steps
+    /// the bucket points to (one load), the search in the window (`class_in`); each
+    /// `prefetch_*` asks for the line the next stage reads.
+    #[inline]
+    pub fn bucket(&self, key: K) -> Bucket {
+        self.steps.bucket(key)
+    }
+
+    #[inline]
+    pub fn prefetch_bucket(&self, bucket: Bucket) {
+        self.steps.prefetch_bucket(bucket)
+    }
+
+    #[inline]
+    pub fn window(&self, bucket: Bucket) -> Window {
+        self.steps.window(bucket)
+    }
+
+    #[inline]
+    pub fn prefetch_window(&self, window: Window) {
+        self.steps.prefetch_window(window)
+    }
+
+    #[inline]
+    pub fn class_in(&self, key: K, window: Window) -> u32 {
+        self.steps.class_in(key, window)
     }
 
     pub fn heap_bytes(&self) -> usize {

@@ -18,13 +18,21 @@
 //! (1.0–1.3 × the dense table's time in `classbench_layouts`). A product is dense within
 //! the dense budget, else chunked within `CompileOptions::product_budget`; past both, the
 //! layered lookup answers alone.
+//!
+//! A lookup is a chain of dependent loads (the row's bucket, its steps, the chunk number, the
+//! cell), each a cache miss once the table outgrows the caches: at 100k rules, 150 ns apiece on
+//! the machines in BENCHMARKS.md. [`first_each`] runs many lookups stage by stage with
+//! prefetches, so that their misses overlap; `Classifier::decide_each` uses it for products of
+//! at least `CompileOptions::staged_product_bytes`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::inventory::Protocol;
 
-use super::intervals::{Interner, Intervals, Key};
+use prefetch_index::prefetch_index;
+
+use super::intervals::{Bucket, Interner, Intervals, Key, Window};
 use super::ports::PortTable;
 use super::{Lookup, PortClass, NONE};
 
@@ -85,6 +93,9 @@ pub(crate) struct Product {
     chunks_per_row: usize,
     chunk_numbers: ChunkNumbers,
     cells: Cells,
+    /// Whether [`first_each`] looks it up in stages (see
+    /// `CompileOptions::staged_product_bytes`).
+    staged: bool,
 }
 
 impl Product {
@@ -149,17 +160,92 @@ impl Product {
             IpAddr::V4(a) => self.v4_rows.class_of(a.into()),
             IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
         } as usize;
-        let column = self
-            .columns_by_protocol
+        let column = self.column(protocol, port);
+        self.cell(self.chunk(row, column), column)
+    }
+
+    /// The stages of [`Product::first`], as [`first_each`] interleaves them: the row's bucket
+    /// and window ([`Intervals::bucket`]), the row, the chunk number and the cell; each
+    /// `prefetch_*` asks for the line the next stage reads.
+    #[inline]
+    fn row_bucket(&self, peer: IpAddr) -> Bucket {
+        match peer {
+            IpAddr::V4(a) => self.v4_rows.bucket(a.into()),
+            IpAddr::V6(a) => self.v6_rows.bucket(a.into()),
+        }
+    }
+
+    #[inline]
+    fn prefetch_row_bucket(&self, peer: IpAddr, bucket: Bucket) {
+        match peer {
+            IpAddr::V4(_) => self.v4_rows.prefetch_bucket(bucket),
+            IpAddr::V6(_) => self.v6_rows.prefetch_bucket(bucket),
+        }
+    }
+
+    #[inline]
+    fn row_window(&self, peer: IpAddr, bucket: Bucket) -> Window {
+        match peer {
+            IpAddr::V4(_) => self.v4_rows.window(bucket),
+            IpAddr::V6(_) => self.v6_rows.window(bucket),
+        }
+    }
+
+    #[inline]
+    fn prefetch_row_window(&self, peer: IpAddr, window: Window) {
+        match peer {
+            IpAddr::V4(_) => self.v4_rows.prefetch_window(window),
+            IpAddr::V6(_) => self.v6_rows.prefetch_window(window),
+        }
+    }
+
+    #[inline]
+    fn row_in(&self, peer: IpAddr, window: Window) -> usize {
+        (match peer {
+            IpAddr::V4(a) => self.v4_rows.class_in(a.into(), window),
+            IpAddr::V6(a) => self.v6_rows.class_in(a.into(), window),
+        }) as usize
+    }
+
+    #[inline]
+    fn prefetch_chunk(&self, row: usize, column: u32) {
+        let at = row * self.chunks_per_row + (column >> self.shift) as usize;
+        match &self.chunk_numbers {
+            ChunkNumbers::Dense => self.prefetch_cell(row, column),
+            ChunkNumbers::Narrow(numbers) => prefetch_index(numbers, at),
+            ChunkNumbers::Wide(numbers) => prefetch_index(numbers, at),
+        }
+    }
+
+    #[inline]
+    fn prefetch_cell(&self, chunk: usize, column: u32) {
+        let at = chunk * self.chunk_len + (column & self.mask) as usize;
+        match &self.cells {
+            Cells::Narrow(cells) => prefetch_index(cells, at),
+            Cells::Wide(cells) => prefetch_index(cells, at),
+        }
+    }
+
+    #[inline]
+    fn column(&self, protocol: Protocol, port: u16) -> u32 {
+        self.columns_by_protocol
             .iter()
             .find(|(p, _)| *p == protocol)
-            .map_or(self.other_column, |(_, ports)| u32::from(ports.get(port)));
+            .map_or(self.other_column, |(_, ports)| u32::from(ports.get(port)))
+    }
+
+    #[inline]
+    fn chunk(&self, row: usize, column: u32) -> usize {
         let number_at = || row * self.chunks_per_row + (column >> self.shift) as usize;
-        let chunk = match &self.chunk_numbers {
+        match &self.chunk_numbers {
             ChunkNumbers::Dense => row,
             ChunkNumbers::Narrow(numbers) => usize::from(numbers[number_at()]),
             ChunkNumbers::Wide(numbers) => numbers[number_at()] as usize,
-        };
+        }
+    }
+
+    #[inline]
+    fn cell(&self, chunk: usize, column: u32) -> u32 {
         let at = chunk * self.chunk_len + (column & self.mask) as usize;
         match &self.cells {
             Cells::Narrow(cells) => match cells[at] {
@@ -168,6 +254,17 @@ impl Product {
             },
             Cells::Wide(cells) => cells[at],
         }
+    }
+
+    /// The product, looked up in stages by [`first_each`] if it takes at least `bytes`.
+    pub(crate) fn staged_from(mut self, bytes: usize) -> Product {
+        self.staged = self.heap_bytes() >= bytes;
+        self
+    }
+
+    /// Whether [`first_each`] should look it up in stages.
+    pub(crate) fn is_staged(&self) -> bool {
+        self.staged
     }
 
     /// The shape the table was built in.
@@ -201,6 +298,56 @@ impl Product {
                 .iter()
                 .map(|(_, m)| m.heap_bytes() + 16)
                 .sum::<usize>()
+    }
+}
+
+/// How many lookups [`first_each`] interleaves at most.
+pub(crate) const STAGED: usize = 16;
+
+/// One lookup of a product, for [`first_each`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Staged<'a> {
+    pub(crate) product: &'a Product,
+    pub(crate) peer: IpAddr,
+    pub(crate) protocol: Protocol,
+    pub(crate) port: u16,
+}
+
+/// [`Product::first`] of each of `lookups` (at most [`STAGED`]) into `firsts`, one stage at a
+/// time across all of them: each stage reads what the one before asked for and asks for the
+/// line the next one reads. In a table larger than the caches every stage's load misses; one
+/// lookup after another, each miss waits for the one before it, while here the misses of a
+/// stage are in flight together.
+pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
+    let n = lookups.len();
+    assert!(
+        n <= STAGED && firsts.len() == n,
+        "at most {STAGED} lookups, one answer each"
+    );
+    let mut buckets = [Bucket::default(); STAGED];
+    for (bucket, l) in buckets.iter_mut().zip(lookups) {
+        *bucket = l.product.row_bucket(l.peer);
+        l.product.prefetch_row_bucket(l.peer, *bucket);
+    }
+    let mut windows = [Window::default(); STAGED];
+    for ((window, bucket), l) in windows.iter_mut().zip(&buckets).zip(lookups) {
+        *window = l.product.row_window(l.peer, *bucket);
+        l.product.prefetch_row_window(l.peer, *window);
+    }
+    let mut rows = [0usize; STAGED];
+    let mut columns = [0u32; STAGED];
+    for (i, l) in lookups.iter().enumerate() {
+        rows[i] = l.product.row_in(l.peer, windows[i]);
+        columns[i] = l.product.column(l.protocol, l.port);
+        l.product.prefetch_chunk(rows[i], columns[i]);
+    }
+    let mut chunks = [0usize; STAGED];
+    for (i, l) in lookups.iter().enumerate() {
+        chunks[i] = l.product.chunk(rows[i], columns[i]);
+        l.product.prefetch_cell(chunks[i], columns[i]);
+    }
+    for (i, l) in lookups.iter().enumerate() {
+        firsts[i] = l.product.cell(chunks[i], columns[i]);
     }
 }
 
@@ -656,6 +803,7 @@ impl Table {
             mask,
             chunk_numbers,
             cells,
+            staged: false,
         }
     }
 }
@@ -707,6 +855,7 @@ status: {podIP: 10.0.0.1}
                 fold_budget,
                 product_budget: 0,
                 dense_product_budget: 0,
+                ..Default::default()
             },
         )
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use policy::compile::CompileOptions;
 use policy::inventory::Protocol;
-use policy::{load, reference, Classifier, Direction, Source};
+use policy::{load, reference, Classifier, Decision, Direction, Party, Query, Source};
 use proptest::prelude::*;
 
 /// A tiny deterministic generator: proptest picks the seed and reports it on failure.
@@ -109,7 +109,8 @@ pub fn compare(
     };
     // Every table layout: rules over every port of a protocol folded into each port class, or
     // kept apart in classes of their own, each without the address × port product; and with
-    // the product wherever the rules allow one, dense or chunked.
+    // the product wherever the rules allow one, dense or chunked. Every product is looked up
+    // in stages by `decide_each`, however small.
     let layout = |fold_budget, product_budget, dense_product_budget| {
         Classifier::compile_with(
             Arc::clone(&cluster),
@@ -117,6 +118,7 @@ pub fn compare(
                 fold_budget,
                 product_budget,
                 dense_product_budget,
+                staged_product_bytes: 0,
             },
         )
     };
@@ -146,6 +148,8 @@ pub fn compare(
     ] {
         peers.push(extra.parse().unwrap());
     }
+    let mut queries = Vec::new();
+    let mut wants = Vec::new();
     for pod in cluster.inventory.pod_ids() {
         for direction in Direction::BOTH {
             for &peer in &peers {
@@ -168,6 +172,15 @@ pub fn compare(
                         let want = reference::decide(
                             &cluster, pod, direction, peer, protocol, port, source,
                         );
+                        queries.push(Query {
+                            pod,
+                            direction,
+                            peer,
+                            protocol,
+                            port,
+                            source_port: source,
+                        });
+                        wants.push(want);
                         let want_logged = reference::logged(
                             &cluster, pod, direction, peer, protocol, port, source,
                         );
@@ -185,6 +198,44 @@ pub fn compare(
                         }
                     }
                 }
+            }
+        }
+    }
+    // The same answers from `decide_each`, whose groups mix pods, directions and peers, and
+    // from `connection_each` between every two parties (pods, and the other addresses).
+    let parties: Vec<Party> = cluster
+        .inventory
+        .pod_ids()
+        .flat_map(|pod| {
+            let ips = cluster.inventory.pod(pod).ips.clone();
+            ips.into_iter()
+                .map(move |address| Party::Pod { pod, address })
+        })
+        .chain(peers.iter().map(|&a| Party::External(a)))
+        .collect();
+    let pairs: Vec<(Party, Party)> = parties
+        .iter()
+        .flat_map(|&from| parties.iter().map(move |&to| (from, to)))
+        .collect();
+    for (layout, c) in &layouts {
+        let mut decisions = vec![Decision::NotIsolated; queries.len()];
+        c.decide_each(&queries, &mut decisions);
+        for ((got, want), q) in decisions.iter().zip(&wants).zip(&queries) {
+            prop_assert_eq!(got, want, "decide_each, {}: {:?}\n{}", layout, q, text);
+        }
+        for &(protocol, port) in packets.iter().take(3) {
+            let each = c.connection_each(&pairs, protocol, port, source_ports[0]);
+            for (&(from, to), got) in pairs.iter().zip(&each) {
+                let want = c.connection(from, to, protocol, port, source_ports[0]);
+                prop_assert_eq!(
+                    *got,
+                    want,
+                    "connection_each, {}: {:?} → {:?}\n{}",
+                    layout,
+                    from,
+                    to,
+                    text
+                );
             }
         }
     }
