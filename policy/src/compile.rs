@@ -1006,6 +1006,10 @@ impl<'a> Compiler<'a> {
             }
         }
 
+        let has_staged_products = chains
+            .iter()
+            .flat_map(Chain::lookups)
+            .any(|lookup| lookup.product.as_ref().is_some_and(Product::is_staged));
         Classifier {
             cluster: cluster_arc,
             group_by_v4,
@@ -1014,6 +1018,7 @@ impl<'a> Compiler<'a> {
             chains,
             pod_groups: group_signatures.len(),
             selector_terms: self.atoms.list.len(),
+            has_staged_products,
         }
     }
 

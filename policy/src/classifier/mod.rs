@@ -431,6 +431,13 @@ impl Chain {
             .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
     }
 
+    /// Every lookup of every table: the main ones and the source-port classes'.
+    pub(crate) fn lookups(&self) -> impl Iterator<Item = &Lookup> {
+        self.tables().flat_map(|table| {
+            std::iter::once(&table.lookup).chain(table.by_source.iter().flat_map(SourcePorts::all))
+        })
+    }
+
     fn heap_bytes(&self) -> usize {
         self.policies.len() * 4 + self.tables().map(Table::heap_bytes).sum::<usize>()
     }
@@ -532,6 +539,8 @@ pub struct Classifier {
     pub(crate) chains: Vec<Chain>,
     pub(crate) pod_groups: usize,
     pub(crate) selector_terms: usize,
+    /// Whether any lookup answers from a product that `decide_each` looks up in stages.
+    pub(crate) has_staged_products: bool,
 }
 
 impl Classifier {
@@ -595,6 +604,20 @@ impl Classifier {
     /// Panics if the slices differ in length.
     pub fn decide_each(&self, queries: &[Query], decisions: &mut [Decision]) {
         assert_eq!(queries.len(), decisions.len(), "one decision per query");
+        if !self.has_staged_products {
+            // Every table sits in the caches: one after another is the fastest.
+            for (q, decision) in queries.iter().zip(decisions) {
+                *decision = self.decide(
+                    q.pod,
+                    q.direction,
+                    q.peer,
+                    q.protocol,
+                    q.port,
+                    q.source_port,
+                );
+            }
+            return;
+        }
         for (queries, decisions) in queries
             .chunks(DECIDE_GROUP)
             .zip(decisions.chunks_mut(DECIDE_GROUP))
