@@ -1,10 +1,5 @@
 //! The `podwall` command: wiring only. Policy logic lives in the `policy` crate.
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 mod cluster;
 mod commands;
 mod input;

@@ -8,11 +8,6 @@
 //! cargo bench -p podwall-bench --bench decide
 //! ```
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,6 @@ pub mod counters;
 pub mod filter;
 pub mod flow_table;
 pub mod frame;
-pub mod huge_alloc;
 mod huge_slab;
 pub mod node;
 pub mod port;

@@ -8,11 +8,6 @@
 //! cargo run --release -p podwall-bench --bin classbench_report -- --seeds fw1 --sizes 1000
 //! ```
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};

@@ -11,11 +11,6 @@
 //! Needs root and two cores. Every namespace it creates is removed when it ends, also on
 //! error; the filter and the verdict thread stop first.
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
