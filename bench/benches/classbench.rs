@@ -20,24 +20,14 @@
 //! CLASSBENCH_SEEDS=fw1 cargo bench -p podwall-bench --bench classbench   # one seed
 //! ```
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bench::classbench::check::{decide, query};
-use bench::classbench::data::{list_name, read_rules, read_trace, SEEDS, SIZES, TRACED_SIZES};
-use bench::classbench::{build, check, sample_headers, Header};
+use bench::classbench::data::{header_sets, list_name, read_rules, SEEDS, SIZES};
+use bench::classbench::{build, check};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use policy::{Decision, Direction, Query};
-
-/// Headers drawn from each list.
-const GENERATED: usize = 10_000;
-/// The drawing's seed: the same headers in every run.
-const RNG_SEED: u64 = 0xC1A5_5BE7C;
 
 fn classbench(c: &mut Criterion) {
     let only = std::env::var("CLASSBENCH_SEEDS").ok();
@@ -50,12 +40,7 @@ fn classbench(c: &mut Criterion) {
             let list = list_name(seed, size);
             let rules = read_rules(seed, size).unwrap_or_else(|e| panic!("{e:#}"));
             let built = build(&list, &rules).unwrap_or_else(|e| panic!("{e:#}"));
-            let mut sets: Vec<(&str, Vec<Header>)> = Vec::new();
-            if TRACED_SIZES.contains(&size) {
-                let trace = read_trace(seed, size).unwrap_or_else(|e| panic!("{e:#}"));
-                sets.push(("trace", trace));
-            }
-            sets.push(("generated", sample_headers(&rules, GENERATED, RNG_SEED)));
+            let sets = header_sets(seed, size, &rules).unwrap_or_else(|e| panic!("{e:#}"));
 
             let started = Instant::now();
             for (kind, headers) in &sets {

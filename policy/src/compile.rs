@@ -378,8 +378,10 @@ pub struct CompileOptions {
     /// Products of at least this many bytes are looked up in interleaved stages by
     /// [`Classifier::decide_each`], so that the cache misses of a group of lookups overlap.
     /// Smaller ones sit in the caches, where the stages would only add work: they are looked
-    /// up one by one. The default (1 MiB) is the L2 cache of one core of the machines measured
-    /// in BENCHMARKS.md.
+    /// up one by one. The default (4 MiB) is where a dependent load stops costing tens of
+    /// nanoseconds and starts costing a trip to memory on the machines measured in
+    /// BENCHMARKS.md (`memory_latency`); at 1 MiB the 10k ClassBench tables were staged and
+    /// took up to 1.15 × the time of one lookup after another.
     pub staged_product_bytes: usize,
 }
 
@@ -389,7 +391,7 @@ impl Default for CompileOptions {
             fold_budget: 1 << 18,
             product_budget: 16 << 20,
             dense_product_budget: 16 << 20,
-            staged_product_bytes: 1 << 20,
+            staged_product_bytes: 4 << 20,
         }
     }
 }

@@ -18,26 +18,17 @@
 //! cargo run --release -p podwall-bench --bin classbench_layouts -- --seeds acl1 --sizes 10000
 //! ```
 
-/// Large allocations (the classifier's tables at tens of thousands of rules, the flow table)
-/// on transparent huge pages, as `podwall` itself runs: see `datapath::huge_alloc`.
-#[global_allocator]
-static ALLOCATOR: datapath::huge_alloc::HugePageAlloc = datapath::huge_alloc::HugePageAlloc::new();
-
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bench::classbench::check::decide;
-use bench::classbench::data::{list_name, read_rules, read_trace, SEEDS, SIZES, TRACED_SIZES};
-use bench::classbench::{build_with, check, sample_headers, Built, Header};
+use bench::classbench::data::{header_sets, list_name, read_rules, SEEDS, SIZES};
+use bench::classbench::{build_with, check, Built, Header};
 use clap::Parser;
 use policy::compile::CompileOptions;
 use policy::Direction;
-
-/// Headers drawn from each list (as in the criterion bench).
-const GENERATED: usize = 10_000;
-const RNG_SEED: u64 = 0xC1A5_5BE7C;
 
 /// Folded and apart table layouts, compared in alternating passes.
 ///
@@ -112,11 +103,7 @@ fn compare(options: Options) -> Result<()> {
                 layout(default.fold_budget, all, all)?,
                 layout(default.fold_budget, all, 0)?,
             ];
-            let mut sets: Vec<(&str, Vec<Header>)> = Vec::new();
-            if TRACED_SIZES.contains(&size) {
-                sets.push(("trace", read_trace(seed, size)?));
-            }
-            sets.push(("generated", sample_headers(&rules, GENERATED, RNG_SEED)));
+            let sets = header_sets(seed, size, &rules)?;
             for (kind, headers) in &sets {
                 for built in &layouts {
                     let checked = check(

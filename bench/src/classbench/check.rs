@@ -47,15 +47,7 @@ pub fn decide(
     direction: Direction,
     header: &Header,
 ) -> Decision {
-    let q = query(target, direction, header);
-    classifier.decide(
-        q.pod,
-        q.direction,
-        q.peer,
-        q.protocol,
-        q.port,
-        q.source_port,
-    )
+    classifier.decide_query(&query(target, direction, header))
 }
 
 /// The decision the linear scan implies: the first matching rule's action with its index, or

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::headers::sample_headers;
 use super::parse::{parse_rules, parse_trace, ClassBenchRule, Header};
 
 /// `/work/shared/data/classbench` seen from this crate (`/work/main/bench`).
@@ -58,6 +59,29 @@ pub fn rules_file(path: &Path) -> Result<Vec<ClassBenchRule>> {
 /// Reads and parses a trace file (gzip if its name ends in `.gz`).
 pub fn trace_file(path: &Path) -> Result<Vec<Header>> {
     parse_trace(&read_text(path)?).with_context(|| format!("{}", path.display()))
+}
+
+/// Headers drawn inside a list's rules for the benches: this many, with this seed, so that
+/// every run and every size draws alike (see [`sample_headers`]).
+pub const GENERATED_HEADERS: usize = 10_000;
+pub const GENERATED_SEED: u64 = 0xC1A5_5BE7C;
+
+/// The header sets the benches time a list on: its trace, where it has one, and
+/// [`GENERATED_HEADERS`] drawn inside its `rules`.
+pub fn header_sets(
+    seed: &str,
+    size: usize,
+    rules: &[ClassBenchRule],
+) -> Result<Vec<(&'static str, Vec<Header>)>> {
+    let mut sets = Vec::new();
+    if TRACED_SIZES.contains(&size) {
+        sets.push(("trace", read_trace(seed, size)?));
+    }
+    sets.push((
+        "generated",
+        sample_headers(rules, GENERATED_HEADERS, GENERATED_SEED),
+    ));
+    Ok(sets)
 }
 
 /// The text of `path`, decompressed if its name ends in `.gz`.

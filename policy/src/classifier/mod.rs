@@ -581,18 +581,23 @@ impl Classifier {
         port: u16,
         source_port: u16,
     ) -> Decision {
-        let Some((chain, group)) = self.chain_for(pod, direction, peer) else {
-            return Decision::NotIsolated;
-        };
-        let query = Query {
+        self.decide_query(&Query {
             pod,
             direction,
             peer,
             protocol,
             port,
             source_port,
-        };
-        Self::decide_in(chain, group, &query, None)
+        })
+    }
+
+    /// [`Classifier::decide`] with its arguments in a [`Query`].
+    #[inline]
+    pub fn decide_query(&self, query: &Query) -> Decision {
+        match self.chain_for(query.pod, query.direction, query.peer) {
+            None => Decision::NotIsolated,
+            Some((chain, group)) => Self::decide_in(chain, group, query, None),
+        }
     }
 
     /// [`Classifier::decide`] of every query, `decisions[i]` for `queries[i]`: the same
@@ -606,15 +611,8 @@ impl Classifier {
         assert_eq!(queries.len(), decisions.len(), "one decision per query");
         if !self.has_staged_products {
             // Every table sits in the caches: one after another is the fastest.
-            for (q, decision) in queries.iter().zip(decisions) {
-                *decision = self.decide(
-                    q.pod,
-                    q.direction,
-                    q.peer,
-                    q.protocol,
-                    q.port,
-                    q.source_port,
-                );
+            for (query, decision) in queries.iter().zip(decisions) {
+                *decision = self.decide_query(query);
             }
             return;
         }
