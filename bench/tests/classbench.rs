@@ -39,8 +39,8 @@ fn random_headers(count: usize, seed: u64) -> Vec<Header> {
 }
 
 /// Checks the classifier compiled from `rules` against the scan on `headers`, with dense and
-/// with chunked (and always staged) products; returns the default build's result after asserting that neither
-/// has a mismatch.
+/// with chunked (and always staged) products; returns the default build's result after
+/// asserting that neither has a mismatch.
 fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
     // Chunked products, and every product looked up in stages by `decide_each` however small.
     let chunked = CompileOptions {

@@ -1010,7 +1010,7 @@ impl<'a> Compiler<'a> {
 
         let has_staged_products = chains
             .iter()
-            .flat_map(Chain::lookups)
+            .flat_map(Chain::staged_lookups)
             .any(|lookup| lookup.product.as_ref().is_some_and(Product::is_staged));
         Classifier {
             cluster: cluster_arc,

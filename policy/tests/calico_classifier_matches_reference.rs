@@ -318,6 +318,36 @@ fn random_calico_clusters_have_tables_with_and_without_a_product() {
     );
 }
 
+/// Guards the comparison's mixed layout: with `MIXED_STAGING`, some random clusters must have
+/// both a staged product and one looked up directly, or `decide_each`'s groups would never
+/// mix the two.
+#[test]
+fn random_calico_clusters_mix_staged_and_direct_products() {
+    let mut mixed = 0;
+    for seed in 1..300u64 {
+        let mut rng = Rng(seed * 7919);
+        let text = cluster_yaml(&mut rng);
+        let cluster = Arc::new(
+            load(&[Source::new("r.yaml", text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        );
+        let stats = policy::Classifier::compile_with(
+            cluster,
+            policy::compile::CompileOptions {
+                staged_product_bytes: common::MIXED_STAGING,
+                ..Default::default()
+            },
+        )
+        .stats();
+        mixed += usize::from(
+            stats.staged_product_tables > 0 && stats.staged_product_tables < stats.product_tables,
+        );
+    }
+    assert!(
+        mixed > 20,
+        "clusters with staged and direct products: {mixed}"
+    );
+}
+
 /// Guards the generator itself: the random clusters must produce every kind of decision and
 /// log hits, or the comparison above would prove little.
 #[test]

@@ -151,14 +151,19 @@ impl Table {
         source_port: u16,
     ) -> Table {
         let party = |&(pod, address): &(u32, std::net::IpAddr)| Party::Pod { pod, address };
-        let pairs: Vec<(Party, Party)> = pods
+        // One row at a time: a row is plenty to interleave lookups, and the whole matrix's
+        // questions at once would hold pods² of them.
+        let allowed = pods
             .iter()
-            .flat_map(|from| pods.iter().map(move |to| (party(from), party(to))))
-            .collect();
-        let decided = classifier.connection_each(&pairs, protocol, port, source_port);
-        let allowed = decided
-            .chunks(pods.len().max(1))
-            .map(|row| row.iter().map(ConnectionDecision::allowed).collect())
+            .map(|from| {
+                let row: Vec<(Party, Party)> =
+                    pods.iter().map(|to| (party(from), party(to))).collect();
+                classifier
+                    .connection_each(&row, protocol, port, source_port)
+                    .iter()
+                    .map(ConnectionDecision::allowed)
+                    .collect()
+            })
             .collect();
         Table {
             protocol,

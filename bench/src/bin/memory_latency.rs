@@ -1,6 +1,7 @@
 //! The latency of one dependent load against the size of the memory it roams: what a
-//! classifier lookup pays per cache line once its tables outgrow the caches. Each buffer holds one random cycle through all its cache lines;
-//! a chase follows it, so every load waits for the one before.
+//! classifier lookup pays per cache line once its tables outgrow the caches. Each buffer holds
+//! one random cycle through all its cache lines; a chase follows it, so every load waits for
+//! the one before.
 //!
 //! Read BENCHMARKS.md's decide figures against it: the VMs these benches run on differ, and a
 //! 100k-rule table that sits in one VM's last-level cache misses it on another.
@@ -37,7 +38,7 @@ fn chase(bytes: usize) -> f64 {
     let mut order: Vec<usize> = (0..lines).collect();
     let mut rng = Rng::new(lines as u64);
     for i in (1..lines).rev() {
-        order.swap(i, rng.below(i));
+        order.swap(i, rng.below(i + 1));
     }
     for (i, &line) in order.iter().enumerate() {
         next[line * LINE_WORDS] = order[(i + 1) % lines] * LINE_WORDS;

@@ -111,6 +111,7 @@ pub struct Checked {
     pub headers: usize,
     /// Per direction (`Direction::index`).
     pub tally: [Tally; 2],
+    /// Wrong answers, counted per header, direction and call (`decide` and `decide_each`).
     pub mismatches: usize,
     /// The first few mismatches, for the message.
     pub examples: Vec<Mismatch>,

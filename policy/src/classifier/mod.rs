@@ -14,7 +14,7 @@
 pub mod intervals;
 pub mod lpm;
 pub mod ports;
-pub mod product;
+mod product;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -387,6 +387,12 @@ impl Table {
             .is_some_and(|p| p.shape() != product::Shape::Dense)
     }
 
+    /// Whether that product is looked up in stages by `decide_each` (see
+    /// [`Stats::staged_product_tables`]).
+    fn has_staged_product(&self) -> bool {
+        self.lookup.product.as_ref().is_some_and(Product::is_staged)
+    }
+
     /// Whether a lookup of the table keeps the rules over every port of a protocol apart (see
     /// [`Stats::apart_tables`]; a lookup with a product has no layers left to keep apart).
     fn is_apart(&self) -> bool {
@@ -431,9 +437,11 @@ impl Chain {
             .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
     }
 
-    /// Every lookup of every table: the main ones and the source-port classes'.
-    pub(crate) fn lookups(&self) -> impl Iterator<Item = &Lookup> {
-        self.tables().flat_map(|table| {
+    /// The lookups [`Classifier::decide_each`] interleaves: the first tier's deciding table's
+    /// main lookup and source-port classes'.
+    pub(crate) fn staged_lookups(&self) -> impl Iterator<Item = &Lookup> {
+        self.tiers.first().into_iter().flat_map(|tier| {
+            let table = &tier.rules;
             std::iter::once(&table.lookup).chain(table.by_source.iter().flat_map(SourcePorts::all))
         })
     }
@@ -520,6 +528,9 @@ pub struct Stats {
     /// Of those, the tables whose product is chunked, because the dense one would outgrow
     /// `CompileOptions::dense_product_budget` (one dependent load more per lookup).
     pub chunked_product_tables: usize,
+    /// Tables whose main lookup's product `decide_each` looks up in stages, because it takes
+    /// at least `CompileOptions::staged_product_bytes`.
+    pub staged_product_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -539,7 +550,8 @@ pub struct Classifier {
     pub(crate) chains: Vec<Chain>,
     pub(crate) pod_groups: usize,
     pub(crate) selector_terms: usize,
-    /// Whether any lookup answers from a product that `decide_each` looks up in stages.
+    /// Whether any lookup that `decide_each` interleaves (see [`Chain::staged_lookups`])
+    /// answers from a staged product.
     pub(crate) has_staged_products: bool,
 }
 
@@ -601,10 +613,11 @@ impl Classifier {
     }
 
     /// [`Classifier::decide`] of every query, `decisions[i]` for `queries[i]`: the same
-    /// answers, computed in groups whose table lookups are interleaved so that their memory
-    /// accesses overlap. Worth it where tables outgrow the caches (tens of thousands of rules)
-    /// and many decisions are wanted at once: a batch of new connections, a reachability
-    /// matrix.
+    /// answers, computed in groups of 16 whose lookups of large products (the first tier's
+    /// deciding table's, from `CompileOptions::staged_product_bytes` up) are interleaved so
+    /// that their memory accesses overlap; every other lookup is made as `decide` makes it.
+    /// Worth it where tables outgrow the caches (tens of thousands of rules) and many
+    /// decisions are wanted at once, as for a reachability matrix.
     ///
     /// Panics if the slices differ in length.
     pub fn decide_each(&self, queries: &[Query], decisions: &mut [Decision]) {
@@ -857,6 +870,7 @@ impl Classifier {
             apart_tables: self.count_tables(Table::is_apart),
             product_tables: self.count_tables(Table::has_product),
             chunked_product_tables: self.count_tables(Table::has_chunked_product),
+            staged_product_tables: self.count_tables(Table::has_staged_product),
             slots: self
                 .chains
                 .iter()

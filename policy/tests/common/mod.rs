@@ -95,6 +95,11 @@ pub fn inventory_yaml(rng: &mut Rng) -> String {
     out
 }
 
+/// A `staged_product_bytes` among the sizes of the random clusters' products, so that some
+/// are staged and some not (`random_calico_clusters_mix_staged_and_direct_products` checks
+/// that this stays so).
+pub const MIXED_STAGING: usize = 1536;
+
 /// Loads `text` and checks that both table layouts decide (and log) exactly like the reference
 /// for every pod, direction, peer (the pods and some other addresses), (protocol, port) and
 /// source port (each of `source_ports` for protocols with ports, else 0).
@@ -110,17 +115,21 @@ pub fn compare(
     // Every table layout: rules over every port of a protocol folded into each port class, or
     // kept apart in classes of their own, each without the address × port product; and with
     // the product wherever the rules allow one, dense or chunked. Every product is looked up
-    // in stages by `decide_each`, however small.
-    let layout = |fold_budget, product_budget, dense_product_budget| {
+    // in stages by `decide_each`, however small; in the last layout only those of at least
+    // `MIXED_STAGING` bytes, so that groups mix staged products with others.
+    let layout_staged = |fold_budget, product_budget, dense_product_budget, staged| {
         Classifier::compile_with(
             Arc::clone(&cluster),
             CompileOptions {
                 fold_budget,
                 product_budget,
                 dense_product_budget,
-                staged_product_bytes: 0,
+                staged_product_bytes: staged,
             },
         )
+    };
+    let layout = |fold_budget, product_budget, dense_product_budget| {
+        layout_staged(fold_budget, product_budget, dense_product_budget, 0)
     };
     let all = usize::MAX;
     let layouts = [
@@ -130,6 +139,10 @@ pub fn compare(
         ("product, apart", layout(0, all, all)),
         ("chunked product, folded", layout(all, all, 0)),
         ("chunked product, apart", layout(0, all, 0)),
+        (
+            "product, some staged",
+            layout_staged(0, all, all, MIXED_STAGING),
+        ),
     ];
     let mut peers: Vec<IpAddr> = cluster
         .inventory
@@ -225,6 +238,7 @@ pub fn compare(
         }
         for &(protocol, port) in packets.iter().take(3) {
             let each = c.connection_each(&pairs, protocol, port, source_ports[0]);
+            prop_assert_eq!(each.len(), pairs.len());
             for (&(from, to), got) in pairs.iter().zip(&each) {
                 let want = c.connection(from, to, protocol, port, source_ports[0]);
                 prop_assert_eq!(
