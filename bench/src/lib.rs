@@ -25,3 +25,14 @@ pub mod throughput;
 
 pub use compile::compile_workload;
 pub use decide::{decide_workload, DecideWorkload, Key, KeyClass, Lookup};
+
+/// How a benchmark binary ends: success, or its error chain on stderr and failure.
+pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

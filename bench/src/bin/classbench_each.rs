@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use bench::classbench::check::{decide, query};
-use bench::classbench::data::{header_sets, list_name, read_rules, SEEDS, SIZES};
+use bench::classbench::data::{header_sets, list_name, read_rules, seeds_or_all, SIZES};
 use bench::classbench::{build, check, Built, Header};
 use clap::Parser;
 use policy::{Decision, Direction, Query};
@@ -40,13 +40,7 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    match compare(Options::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_with(compare(Options::parse()))
 }
 
 /// One list's classifier and a header set, with the questions asked in each direction.
@@ -62,9 +56,7 @@ fn compare(options: Options) -> Result<()> {
     if options.passes == 0 {
         bail!("--passes must be at least 1");
     }
-    let seeds = options
-        .seeds
-        .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
+    let seeds = seeds_or_all(options.seeds);
     println!("| list | headers | direction | decide ns | decide_each ns | each / decide |");
     println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::new();

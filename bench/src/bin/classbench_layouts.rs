@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bench::classbench::check::decide;
-use bench::classbench::data::{header_sets, list_name, read_rules, SEEDS, SIZES};
+use bench::classbench::data::{header_sets, list_name, read_rules, seeds_or_all, SIZES};
 use bench::classbench::{build_with, check, Built, Header};
 use clap::Parser;
 use policy::compile::CompileOptions;
@@ -48,22 +48,14 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    match compare(Options::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_with(compare(Options::parse()))
 }
 
 fn compare(options: Options) -> Result<()> {
     if options.passes == 0 {
         bail!("--passes must be at least 1");
     }
-    let seeds = options
-        .seeds
-        .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
+    let seeds = seeds_or_all(options.seeds);
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | headers | direction | folded ns | apart ns | dense ns | chunked ns | dense / \

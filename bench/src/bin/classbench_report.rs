@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bench::classbench::build;
-use bench::classbench::data::{list_name, read_rules, SEEDS, SIZES};
+use bench::classbench::data::{list_name, read_rules, seeds_or_all, SIZES};
 use clap::Parser;
 
 /// Build time and memory of podwall's classifier for ClassBench lists converted to Calico.
@@ -30,19 +30,11 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    match report(Options::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_with(report(Options::parse()))
 }
 
 fn report(options: Options) -> Result<()> {
-    let seeds = options
-        .seeds
-        .unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect());
+    let seeds = seeds_or_all(options.seeds);
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \

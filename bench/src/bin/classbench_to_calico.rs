@@ -35,13 +35,7 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    match convert_list(Options::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_with(convert_list(Options::parse()))
 }
 
 fn convert_list(options: Options) -> Result<()> {

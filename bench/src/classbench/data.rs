@@ -36,6 +36,11 @@ fn existing_dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// The seeds a command line named, or all of them.
+pub fn seeds_or_all(named: Option<Vec<String>>) -> Vec<String> {
+    named.unwrap_or_else(|| SEEDS.iter().map(|s| s.to_string()).collect())
+}
+
 /// A list's name, e.g. `acl1_1000`.
 pub fn list_name(seed: &str, size: usize) -> String {
     format!("{seed}_{size}")
