@@ -12,8 +12,8 @@
 //! time per element is the cost of one `decide`. The `…/each` benches ask the same questions
 //! with one `decide_each` over the whole set (lookups of tables past the caches interleaved).
 //! Before timing, every header's answer is checked against a linear scan over the converted
-//! rules (same rule index and action, or no match), in both directions. Setup lines on stderr give load and compile times and the
-//! classifier's heap per rule.
+//! rules (same rule index and action, or no match), in both directions. Setup lines on stderr
+//! give load and compile times and the classifier's heap per rule.
 //!
 //! ```text
 //! cargo bench -p podwall-bench --bench classbench

@@ -513,6 +513,29 @@ pub struct Query {
     pub source_port: u16,
 }
 
+/// The questions a connection from `from` to `to` asks: the source's egress and the
+/// destination's ingress, each where that end is a pod.
+fn connection_queries(
+    from: Party,
+    to: Party,
+    protocol: Protocol,
+    port: u16,
+    source_port: u16,
+) -> [Option<Query>; 2] {
+    let query = |pod, direction, peer: Party| Query {
+        pod,
+        direction,
+        peer: peer.address(),
+        protocol,
+        port,
+        source_port,
+    };
+    [
+        from.pod().map(|p| query(p, Direction::Egress, to)),
+        to.pod().map(|p| query(p, Direction::Ingress, from)),
+    ]
+}
+
 /// Numbers describing a compiled classifier.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
@@ -813,16 +836,11 @@ impl Classifier {
         port: u16,
         source_port: u16,
     ) -> ConnectionDecision {
-        let same_pod = from.pod().is_some() && from.pod() == to.pod();
-        let decide = |pod, direction, peer: Party| {
-            self.decide(pod, direction, peer.address(), protocol, port, source_port)
-        };
-        let egress = from.pod().map(|p| decide(p, Direction::Egress, to));
-        let ingress = to.pod().map(|p| decide(p, Direction::Ingress, from));
+        let [egress, ingress] = connection_queries(from, to, protocol, port, source_port);
         ConnectionDecision {
-            egress,
-            ingress,
-            same_pod,
+            egress: egress.map(|q| self.decide_query(&q)),
+            ingress: ingress.map(|q| self.decide_query(&q)),
+            same_pod: from.pod().is_some() && from.pod() == to.pod(),
         }
     }
 
@@ -835,30 +853,20 @@ impl Classifier {
         port: u16,
         source_port: u16,
     ) -> Vec<ConnectionDecision> {
-        let query = |pod, direction, peer: Party| Query {
-            pod,
-            direction,
-            peer: peer.address(),
-            protocol,
-            port,
-            source_port,
-        };
-        let queries: Vec<Query> = pairs
+        let asked: Vec<[Option<Query>; 2]> = pairs
             .iter()
-            .flat_map(|&(from, to)| {
-                let egress = from.pod().map(|p| query(p, Direction::Egress, to));
-                let ingress = to.pod().map(|p| query(p, Direction::Ingress, from));
-                egress.into_iter().chain(ingress)
-            })
+            .map(|&(from, to)| connection_queries(from, to, protocol, port, source_port))
             .collect();
+        let queries: Vec<Query> = asked.iter().flatten().flatten().copied().collect();
         let mut decisions = vec![Decision::NotIsolated; queries.len()];
         self.decide_each(&queries, &mut decisions);
         let mut decided = decisions.into_iter();
         pairs
             .iter()
-            .map(|&(from, to)| ConnectionDecision {
-                egress: from.pod().and_then(|_| decided.next()),
-                ingress: to.pod().and_then(|_| decided.next()),
+            .zip(&asked)
+            .map(|(&(from, to), [egress, ingress])| ConnectionDecision {
+                egress: egress.and_then(|_| decided.next()),
+                ingress: ingress.and_then(|_| decided.next()),
                 same_pod: from.pod().is_some() && from.pod() == to.pod(),
             })
             .collect()

@@ -207,19 +207,30 @@ impl Product {
         }) as usize
     }
 
+    /// Where row `row`'s number of the chunk holding `column` is.
+    #[inline]
+    fn number_at(&self, row: usize, column: u32) -> usize {
+        row * self.chunks_per_row + (column >> self.shift) as usize
+    }
+
+    /// Where `column`'s cell of chunk `chunk` is.
+    #[inline]
+    fn cell_at(&self, chunk: usize, column: u32) -> usize {
+        chunk * self.chunk_len + (column & self.mask) as usize
+    }
+
     #[inline]
     fn prefetch_chunk(&self, row: usize, column: u32) {
-        let at = row * self.chunks_per_row + (column >> self.shift) as usize;
         match &self.chunk_numbers {
             ChunkNumbers::Dense => self.prefetch_cell(row, column),
-            ChunkNumbers::Narrow(numbers) => prefetch_index(numbers, at),
-            ChunkNumbers::Wide(numbers) => prefetch_index(numbers, at),
+            ChunkNumbers::Narrow(numbers) => prefetch_index(numbers, self.number_at(row, column)),
+            ChunkNumbers::Wide(numbers) => prefetch_index(numbers, self.number_at(row, column)),
         }
     }
 
     #[inline]
     fn prefetch_cell(&self, chunk: usize, column: u32) {
-        let at = chunk * self.chunk_len + (column & self.mask) as usize;
+        let at = self.cell_at(chunk, column);
         match &self.cells {
             Cells::Narrow(cells) => prefetch_index(cells, at),
             Cells::Wide(cells) => prefetch_index(cells, at),
@@ -236,17 +247,16 @@ impl Product {
 
     #[inline]
     fn chunk(&self, row: usize, column: u32) -> usize {
-        let number_at = || row * self.chunks_per_row + (column >> self.shift) as usize;
         match &self.chunk_numbers {
             ChunkNumbers::Dense => row,
-            ChunkNumbers::Narrow(numbers) => usize::from(numbers[number_at()]),
-            ChunkNumbers::Wide(numbers) => numbers[number_at()] as usize,
+            ChunkNumbers::Narrow(numbers) => usize::from(numbers[self.number_at(row, column)]),
+            ChunkNumbers::Wide(numbers) => numbers[self.number_at(row, column)] as usize,
         }
     }
 
     #[inline]
     fn cell(&self, chunk: usize, column: u32) -> u32 {
-        let at = chunk * self.chunk_len + (column & self.mask) as usize;
+        let at = self.cell_at(chunk, column);
         match &self.cells {
             Cells::Narrow(cells) => match cells[at] {
                 u16::MAX => NONE,
