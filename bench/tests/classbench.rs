@@ -39,8 +39,10 @@ fn random_headers(count: usize, seed: u64) -> Vec<Header> {
 }
 
 /// Checks the classifier compiled from `rules` against the scan on `headers`, with dense and
-/// with chunked (and always staged) products; returns the default build's result after
-/// asserting that neither has a mismatch.
+/// with chunked (and always staged) products, and for the 1k lists also with a product per
+/// lookup instead of joint ones for source ports (each build repeats the scan, slow in a debug
+/// build; the random comparisons in `policy/tests` check that layout too); returns the default
+/// build's result after asserting that none has a mismatch.
 fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
     // Chunked products, and every product looked up in stages by `decide_each` however small.
     let chunked = CompileOptions {
@@ -48,34 +50,51 @@ fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Check
         staged_product_bytes: 0,
         ..CompileOptions::default()
     };
-    let [default, _chunked] = [CompileOptions::default(), chunked].map(|options| {
-        let built = build_with(list, rules, options).unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(built.conversion.rules.len(), rules.len());
-        let pod = built.target.pod;
-        for direction in Direction::BOTH {
-            let shape = built.classifier.has_chunked_product(pod, direction);
-            assert_eq!(
-                shape,
-                options.dense_product_budget == 0,
-                "{list} {direction}"
+    let per_lookup = CompileOptions {
+        joint_product_budget: 0,
+        ..CompileOptions::default()
+    };
+    let builds = [CompileOptions::default(), chunked, per_lookup];
+    let builds = &builds[..if rules.len() <= 1000 { 3 } else { 2 }];
+    let checked: Vec<Checked> = builds
+        .iter()
+        .map(|&options| {
+            let built = build_with(list, rules, options).unwrap_or_else(|e| panic!("{e:#}"));
+            assert_eq!(built.conversion.rules.len(), rules.len());
+            let pod = built.target.pod;
+            for direction in Direction::BOTH {
+                // A joint product takes the smaller chunked shape when the dense one would
+                // outgrow the separate products, so only the other two builds have a known shape.
+                let chunked = built.classifier.has_chunked_product(pod, direction);
+                assert!(
+                    built.classifier.has_product(pod, direction),
+                    "{list} {direction}"
+                );
+                if options.dense_product_budget == 0 {
+                    assert!(chunked, "{list} {direction}");
+                } else if options.joint_product_budget == 0 {
+                    assert!(!chunked, "{list} {direction}");
+                }
+            }
+            let checked = check(
+                &built.classifier,
+                &built.target,
+                &built.conversion.rules,
+                headers,
             );
-        }
-        let checked = check(
-            &built.classifier,
-            &built.target,
-            &built.conversion.rules,
-            headers,
-        );
-        let products = if options.dense_product_budget == 0 {
-            "chunked"
-        } else {
-            "default"
-        };
-        eprintln!("{list} ({} rules, {products}): {checked}", rules.len());
-        assert!(checked.is_ok(), "{list} ({products}): {checked}");
-        checked
-    });
-    default
+            let products = if options.dense_product_budget == 0 {
+                "chunked"
+            } else if options.joint_product_budget == 0 {
+                "per lookup"
+            } else {
+                "default"
+            };
+            eprintln!("{list} ({} rules, {products}): {checked}", rules.len());
+            assert!(checked.is_ok(), "{list} ({products}): {checked}");
+            checked
+        })
+        .collect();
+    checked.into_iter().next().expect("the default build")
 }
 
 fn check_seed(seed: &str) {

@@ -21,8 +21,8 @@ use crate::classifier::lpm::{
 };
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
-    AddressFirst, Chain, Classifier, GroupFirst, Lookup, MixedSlot, PortClass, PortTest, Product,
-    SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
+    AddressFirst, Chain, Classifier, GroupFirst, JointProduct, Lookup, MixedSlot, PortClass,
+    PortTest, Product, SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
@@ -354,6 +354,13 @@ impl<'a> PodIndex<'a> {
     }
 }
 
+/// How many times the bytes of a table's separate products (its main lookup's and its
+/// source-port classes') a joint product may take. Unbounded, joint tables were dense and
+/// 4–11 times those bytes (ipc1 at 10k rules: 19 MiB of classifier instead of 1.7), for no
+/// more speed than the chunked joint tables within this bound (fw1 at 1k and 10k rules:
+/// 0.70–0.85 × the time of two lookups either way; `classbench_layouts`, BENCHMARKS.md).
+const JOINT_GROWTH: usize = 2;
+
 /// Knobs of the compiler that trade memory for lookup speed.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
@@ -383,6 +390,12 @@ pub struct CompileOptions {
     /// BENCHMARKS.md (`memory_latency`); at 1 MiB the 10k ClassBench tables were staged and
     /// took up to 1.15 × the time of one lookup after another.
     pub staged_product_bytes: usize,
+    /// How many bytes a table with source-port rules (Calico `source.ports`) may spend on one
+    /// product for its main lookup and every source-port class's together (also within the
+    /// two budgets above): a packet then costs one product lookup where it took two, the
+    /// main lookup's and its source-port class's (`Product::build_joint`). Past it, or with
+    /// 0, each lookup gets a product of its own where it fits.
+    pub joint_product_budget: usize,
 }
 
 impl Default for CompileOptions {
@@ -392,6 +405,7 @@ impl Default for CompileOptions {
             product_budget: 16 << 20,
             dense_product_budget: 16 << 20,
             staged_product_bytes: 4 << 20,
+            joint_product_budget: 16 << 20,
         }
     }
 }
@@ -1010,8 +1024,8 @@ impl<'a> Compiler<'a> {
 
         let has_staged_products = chains
             .iter()
-            .flat_map(Chain::staged_lookups)
-            .any(|lookup| lookup.product.as_ref().is_some_and(Product::is_staged));
+            .flat_map(Chain::first_tier_products)
+            .any(Product::is_staged);
         Classifier {
             cluster: cluster_arc,
             group_by_v4,
@@ -1311,8 +1325,8 @@ impl TableBuilder<'_> {
             }
         }
 
-        let lookup = self.layout(&conditions, &placed);
-        let by_source = (!sourced.is_empty()).then(|| {
+        let mut lookup = self.layout(&conditions, &placed);
+        let mut by_source = (!sourced.is_empty()).then(|| {
             let ranges: Vec<(PortRange, u32)> = sourced
                 .iter()
                 .enumerate()
@@ -1333,12 +1347,89 @@ impl TableBuilder<'_> {
                     })
                 })
                 .collect();
-            SourcePorts { map, lookups }
+            SourcePorts {
+                map,
+                lookups,
+                joint: None,
+            }
         });
+        self.attach_products(&mut lookup, by_source.as_mut(), conditions.len());
         Table::new(slots, lookup, by_source)
     }
 
-    /// The lookup of the `placed` slots.
+    /// Gives `main` and its source-port classes' lookups a product each where it fits (see
+    /// [`CompileOptions::product_budget`]), or all of them one joint product where that fits
+    /// (see [`CompileOptions::joint_product_budget`]); a lookup a product answers for drops
+    /// its layers.
+    fn attach_products(
+        &self,
+        main: &mut Lookup,
+        mut by_source: Option<&mut SourcePorts>,
+        slots: usize,
+    ) {
+        let own_product = |lookup: &Lookup| {
+            Product::build(
+                lookup,
+                slots,
+                self.options.dense_product_budget,
+                self.options.product_budget,
+            )
+            .map(|product| product.staged_from(self.options.staged_product_bytes))
+        };
+        main.product = own_product(main);
+        if let Some(by_source) = by_source.as_deref_mut() {
+            for class in by_source.lookups.iter_mut().flatten() {
+                class.product = own_product(class);
+            }
+            by_source.joint = self.joint_product(main, by_source, slots);
+        }
+        let joint = by_source.as_ref().is_some_and(|s| s.joint.is_some());
+        let classes = by_source
+            .into_iter()
+            .flat_map(|s| s.lookups.iter_mut().flatten());
+        for lookup in std::iter::once(main).chain(classes) {
+            if joint {
+                lookup.product = None;
+            }
+            if joint || lookup.product.is_some() {
+                lookup.drop_layers();
+            }
+        }
+    }
+
+    /// One product for `main` and the lookups of `by_source`, if each of them has a product
+    /// of its own (so their slots look only at addresses and ports) and the joint one takes
+    /// at most [`JOINT_GROWTH`] times their bytes, within the budgets.
+    fn joint_product(
+        &self,
+        main: &Lookup,
+        by_source: &SourcePorts,
+        slots: usize,
+    ) -> Option<JointProduct> {
+        let separate: usize = std::iter::once(main)
+            .chain(by_source.lookups.iter().flatten())
+            .map(|lookup| lookup.product.as_ref().map(Product::table_bytes))
+            .sum::<Option<usize>>()?;
+        let budget = self
+            .options
+            .joint_product_budget
+            .min(self.options.product_budget)
+            .min(separate.saturating_mul(JOINT_GROWTH));
+        let classes: Vec<Option<&Lookup>> = by_source.lookups.iter().map(Option::as_ref).collect();
+        let (product, part_of_class) = Product::build_joint(
+            main,
+            &classes,
+            slots,
+            self.options.dense_product_budget.min(budget),
+            budget,
+        )?;
+        Some(JointProduct {
+            product: product.staged_from(self.options.staged_product_bytes),
+            part_of_class,
+        })
+    }
+
+    /// The lookup of the `placed` slots, without a product.
     fn layout(&self, conditions: &[Option<PeerCondition>], placed: &Placed) -> Lookup {
         // A slot matches every port of a protocol (no ports, a full range, or `notProtocol`), or
         // some ports. Every (protocol, port) falls in some port class (class 0 when no rule names
@@ -1429,26 +1520,13 @@ impl TableBuilder<'_> {
             .copied()
             .min()
             .unwrap_or(NONE);
-        let mut lookup = Lookup {
+        Lookup {
             ports: (map, port_classes),
             wide,
             mixed,
             lowest,
             product: None,
-        };
-        lookup.product = Product::build(
-            &lookup,
-            conditions.len(),
-            self.options.dense_product_budget,
-            self.options.product_budget,
-        )
-        .map(|product| product.staged_from(self.options.staged_product_bytes));
-        if lookup.product.is_some() {
-            // The product answers every lookup; nothing reads the layers once it is built.
-            lookup.ports = (PortMap::default(), Vec::new());
-            lookup.wide = None;
         }
-        lookup
     }
 
     /// The groups of pods satisfying every atom of `all` and none of `none` (every group when

@@ -396,3 +396,42 @@ fn random_calico_clusters_exercise_every_outcome() {
         "allowed {allowed} denied-by-rule {denied_by} denied {denied} passed {passed} open {open} logged {logged}"
     );
 }
+
+/// Guards the comparison's joint layouts: some random clusters must have tables whose
+/// source-port rules and others are answered from one joint product, and with no budget for
+/// it those tables must keep a product per lookup. Those clusters are rare among the random
+/// ones (a selector anywhere in a table rules it out), so each is also compared here.
+#[test]
+fn random_calico_clusters_have_joint_products() {
+    let (mut joint, mut clusters) = (0, 0);
+    for seed in 1..600u64 {
+        let mut rng = Rng(seed * 7919);
+        let text = cluster_yaml(&mut rng);
+        let cluster = Arc::new(
+            load(&[Source::new("r.yaml", text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}")),
+        );
+        let stats = |joint_product_budget| {
+            policy::Classifier::compile_with(
+                Arc::clone(&cluster),
+                policy::compile::CompileOptions {
+                    joint_product_budget,
+                    ..Default::default()
+                },
+            )
+            .stats()
+        };
+        let (with, without) = (stats(usize::MAX), stats(0));
+        assert_eq!(without.joint_product_tables, 0, "{text}");
+        assert_eq!(with.product_tables, without.product_tables, "{text}");
+        if with.joint_product_tables > 0 {
+            joint += with.joint_product_tables;
+            clusters += 1;
+            compare(&text, &packets(), &[53, 80, 1000, 8080, 32768, 60000])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    assert!(
+        joint > 30 && clusters > 20,
+        "tables with a joint product {joint}, in {clusters} clusters"
+    );
+}

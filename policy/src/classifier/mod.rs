@@ -265,6 +265,12 @@ impl Lookup {
         best
     }
 
+    /// Forgets the layers, once a product answers every lookup of them.
+    pub(crate) fn drop_layers(&mut self) {
+        self.ports = (PortMap::default(), Vec::new());
+        self.wide = None;
+    }
+
     fn needs_group(&self) -> bool {
         !self.mixed.is_empty()
             || self.ports.1.iter().any(|c| c.pods.is_some())
@@ -295,12 +301,37 @@ pub(crate) struct SourcePorts {
     pub(crate) map: PortMap,
     /// `None` for a class no slot's source ports include.
     pub(crate) lookups: Vec<Option<Lookup>>,
+    /// One product for the table's main lookup and these together, when their slots look
+    /// only at addresses and ports and it fits `CompileOptions::joint_product_budget`: then
+    /// it answers alone, and neither the main lookup nor these keep layers or products.
+    pub(crate) joint: Option<JointProduct>,
+}
+
+/// See [`Product::build_joint`].
+#[derive(Debug)]
+pub(crate) struct JointProduct {
+    pub(crate) product: Product,
+    /// Source-port class (index into [`SourcePorts::lookups`]) → its part of the product.
+    pub(crate) part_of_class: Box<[u32]>,
 }
 
 impl SourcePorts {
     #[inline]
+    fn class(&self, protocol: Protocol, source_port: u16) -> usize {
+        self.map.class_of(protocol, source_port) as usize
+    }
+
+    #[inline]
     fn lookup(&self, protocol: Protocol, source_port: u16) -> Option<&Lookup> {
-        self.lookups[self.map.class_of(protocol, source_port) as usize].as_ref()
+        self.lookups[self.class(protocol, source_port)].as_ref()
+    }
+
+    /// The joint product, if there is one, and the part that answers for these ports.
+    #[inline]
+    fn joint_part(&self, protocol: Protocol, source_port: u16) -> Option<(&Product, u32)> {
+        let joint = self.joint.as_ref()?;
+        let part = joint.part_of_class[self.class(protocol, source_port)];
+        Some((&joint.product, part))
     }
 
     fn all(&self) -> impl Iterator<Item = &Lookup> {
@@ -311,6 +342,10 @@ impl SourcePorts {
         self.map.heap_bytes()
             + self.lookups.len() * std::mem::size_of::<Option<Lookup>>()
             + self.all().map(Lookup::heap_bytes).sum::<usize>()
+            + self
+                .joint
+                .as_ref()
+                .map_or(0, |j| j.product.heap_bytes() + j.part_of_class.len() * 4)
     }
 }
 
@@ -359,6 +394,10 @@ impl Table {
         port: u16,
         source_port: u16,
     ) -> Option<u32> {
+        if let Some((product, part)) = self.joint_part(protocol, source_port) {
+            let best = product.first_in(part, peer, protocol, port);
+            return (best != NONE).then_some(best);
+        }
         let mut best = self.lookup.first(group, peer, protocol, port);
         if let Some(by_source) = &self.by_source {
             match by_source.lookup(protocol, source_port) {
@@ -372,25 +411,47 @@ impl Table {
         (best != NONE).then_some(best)
     }
 
+    /// The joint product of the table's lookups, if it has one, and the part that answers for
+    /// these ports.
+    #[inline]
+    fn joint_part(&self, protocol: Protocol, source_port: u16) -> Option<(&Product, u32)> {
+        self.by_source.as_ref()?.joint_part(protocol, source_port)
+    }
+
+    /// The product that answers for the slots without a source-port condition: the joint
+    /// product if there is one, else the main lookup's, if it has one.
+    fn main_product(&self) -> Option<&Product> {
+        self.by_source
+            .as_ref()
+            .and_then(|s| s.joint.as_ref())
+            .map(|j| &j.product)
+            .or(self.lookup.product.as_ref())
+    }
+
     /// Whether the table's main lookup (the slots without a source-port condition) answers
-    /// from an address × port product (see [`Stats::product_tables`]). The lookups of its
-    /// source-port classes get products of their own where they fit.
+    /// from an address × port product, its own or the joint one (see
+    /// [`Stats::product_tables`]). Without a joint product, the lookups of its source-port
+    /// classes get products of their own where they fit.
     fn has_product(&self) -> bool {
-        self.lookup.product.is_some()
+        self.main_product().is_some()
     }
 
     /// Whether that product is chunked (see [`Stats::chunked_product_tables`]).
     fn has_chunked_product(&self) -> bool {
-        self.lookup
-            .product
-            .as_ref()
+        self.main_product()
             .is_some_and(|p| p.shape() != product::Shape::Dense)
     }
 
     /// Whether that product is looked up in stages by `decide_each` (see
     /// [`Stats::staged_product_tables`]).
     fn has_staged_product(&self) -> bool {
-        self.lookup.product.as_ref().is_some_and(Product::is_staged)
+        self.main_product().is_some_and(Product::is_staged)
+    }
+
+    /// Whether one joint product answers for all of the table's lookups (see
+    /// [`Stats::joint_product_tables`]).
+    fn has_joint_product(&self) -> bool {
+        self.by_source.as_ref().is_some_and(|s| s.joint.is_some())
     }
 
     /// Whether a lookup of the table keeps the rules over every port of a protocol apart (see
@@ -437,12 +498,16 @@ impl Chain {
             .flat_map(|t| std::iter::once(&t.rules).chain(&t.log))
     }
 
-    /// The lookups [`Classifier::decide_each`] interleaves: the first tier's deciding table's
-    /// main lookup and source-port classes'.
-    pub(crate) fn staged_lookups(&self) -> impl Iterator<Item = &Lookup> {
+    /// The products [`Classifier::decide_each`] may interleave: the first tier's deciding
+    /// table's, of its main lookup and source-port classes or the joint one.
+    pub(crate) fn first_tier_products(&self) -> impl Iterator<Item = &Product> {
         self.tiers.first().into_iter().flat_map(|tier| {
             let table = &tier.rules;
-            std::iter::once(&table.lookup).chain(table.by_source.iter().flat_map(SourcePorts::all))
+            let joint = table.by_source.iter().flat_map(|s| &s.joint);
+            std::iter::once(&table.lookup)
+                .chain(table.by_source.iter().flat_map(SourcePorts::all))
+                .filter_map(|lookup| lookup.product.as_ref())
+                .chain(joint.map(|j| &j.product))
         })
     }
 
@@ -475,16 +540,31 @@ impl<'a> Staging<'a> {
         firsts: &mut [u32],
     ) {
         match &lookup.product {
-            Some(product) if product.is_staged() => {
-                self.staged.push(product::Staged {
-                    product,
-                    peer: q.peer,
-                    protocol: q.protocol,
-                    port: q.port,
-                });
-                self.owners.push(i);
-            }
-            _ => firsts[i] = firsts[i].min(lookup.first(group, q.peer, q.protocol, q.port)),
+            Some(product) => self.add_product(i, product, 0, q, firsts),
+            None => firsts[i] = firsts[i].min(lookup.first(group, q.peer, q.protocol, q.port)),
+        }
+    }
+
+    /// `part` of `product` for query `i`, as [`Staging::add`].
+    fn add_product(
+        &mut self,
+        i: usize,
+        product: &'a Product,
+        part: u32,
+        q: &Query,
+        firsts: &mut [u32],
+    ) {
+        if product.is_staged() {
+            self.staged.push(product::Staged {
+                product,
+                part,
+                peer: q.peer,
+                protocol: q.protocol,
+                port: q.port,
+            });
+            self.owners.push(i);
+        } else {
+            firsts[i] = firsts[i].min(product.first_in(part, q.peer, q.protocol, q.port));
         }
     }
 
@@ -554,6 +634,9 @@ pub struct Stats {
     /// Tables whose main lookup's product `decide_each` looks up in stages, because it takes
     /// at least `CompileOptions::staged_product_bytes`.
     pub staged_product_tables: usize,
+    /// Tables with source-port rules answered from one joint product of their lookups (see
+    /// `CompileOptions::joint_product_budget`): one lookup per packet instead of two.
+    pub joint_product_tables: usize,
     pub slots: usize,
     pub pod_groups: usize,
     pub selector_terms: usize,
@@ -573,8 +656,8 @@ pub struct Classifier {
     pub(crate) chains: Vec<Chain>,
     pub(crate) pod_groups: usize,
     pub(crate) selector_terms: usize,
-    /// Whether any lookup that `decide_each` interleaves (see [`Chain::staged_lookups`])
-    /// answers from a staged product.
+    /// Whether any product that `decide_each` interleaves (see
+    /// [`Chain::first_tier_products`]) is staged.
     pub(crate) has_staged_products: bool,
 }
 
@@ -675,12 +758,19 @@ impl Classifier {
             let table = chain
                 .and_then(|(chain, _)| chain.tiers.first())
                 .map(|t| &t.rules);
-            by_source.push(table.and_then(|table| {
+            let joint = table.and_then(|table| table.joint_part(q.protocol, q.source_port));
+            by_source.push(table.filter(|_| joint.is_none()).and_then(|table| {
                 let by_source = table.by_source.as_ref()?;
                 by_source.lookup(q.protocol, q.source_port)
             }));
-            if let (Some(table), Some((_, group))) = (table, chain) {
-                lookups.add(i, &table.lookup, group, q, &mut firsts);
+            match (table, chain, joint) {
+                (_, _, Some((product, part))) => {
+                    lookups.add_product(i, product, part, q, &mut firsts)
+                }
+                (Some(table), Some((_, group)), None) => {
+                    lookups.add(i, &table.lookup, group, q, &mut firsts)
+                }
+                _ => {}
             }
         }
         lookups.finish(&mut firsts);
@@ -799,6 +889,12 @@ impl Classifier {
         self.any_table(pod, direction, Table::has_chunked_product)
     }
 
+    /// Whether a table for `pod` in `direction` answers its source-port rules and the others
+    /// from one joint product (see [`Stats::joint_product_tables`]).
+    pub fn has_joint_product(&self, pod: PodId, direction: Direction) -> bool {
+        self.any_table(pod, direction, Table::has_joint_product)
+    }
+
     fn any_table(&self, pod: PodId, direction: Direction, test: fn(&Table) -> bool) -> bool {
         self.chain(pod, direction)
             .is_some_and(|chain| chain.tables().any(test))
@@ -879,6 +975,7 @@ impl Classifier {
             product_tables: self.count_tables(Table::has_product),
             chunked_product_tables: self.count_tables(Table::has_chunked_product),
             staged_product_tables: self.count_tables(Table::has_staged_product),
+            joint_product_tables: self.count_tables(Table::has_joint_product),
             slots: self
                 .chains
                 .iter()

@@ -19,6 +19,15 @@
 //! the dense budget, else chunked within `CompileOptions::product_budget`; past both, the
 //! layered lookup answers alone.
 //!
+//! A table with source-port rules (Calico `source.ports`, fw1 and ipc1) has two lookups per
+//! packet: the main one, and the one of the packet's source-port class, if its slots can still
+//! come first. A *joint* product answers both at once (see [`Product::build_joint`]): its
+//! columns are grouped in *parts*, one per source-port class with rules of its own (and part 0
+//! for the classes without), each answering the lower of the main lookup and its class's.
+//! Parts share rows, and columns alike in every row are stored once, so a class costs columns
+//! only where its rules change a first slot. fw1 at 1k and 10k rules: 0.70–0.85 × the time of
+//! the two lookups, in a table of the same size (`classbench_layouts`).
+//!
 //! A lookup is a chain of dependent loads (the row's bucket, its steps, the chunk number, the
 //! cell), each a cache miss once the table outgrows the caches: at 100k rules, 150 ns apiece on
 //! the machines in BENCHMARKS.md. [`first_each`] runs many lookups stage by stage with
@@ -30,6 +39,7 @@ use std::net::IpAddr;
 
 use crate::inventory::Protocol;
 
+use arrayvec::ArrayVec;
 use prefetch_index::prefetch_index;
 
 use super::intervals::{Bucket, Interner, Intervals, Key, Window};
@@ -52,6 +62,13 @@ enum ChunkNumbers {
     Narrow(Box<[u16]>),
     Wide(Box<[u32]>),
 }
+
+/// How many cells (address starts × provisional columns) a joint product's inputs may have:
+/// each shape walks them all, and a table with many source-port classes multiplies the
+/// columns. Of fw1's 100k-rule tables the ingress one (40k starts × 1.2k columns) is within
+/// it; the egress one (74k × 1.2k) took 0.9 × the time of two lookups, for about 2 s more
+/// compile; ipc1's (182k × 7k, past the budget anyway) took 20 s to compile before this bound.
+const JOINT_WORK: usize = 1 << 26;
 
 /// How the cells are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +97,10 @@ impl Shape {
 pub(crate) struct Product {
     v4_rows: Intervals<u32>,
     v6_rows: Intervals<u128>,
-    /// Per protocol with a column of its own: port → column.
-    columns_by_protocol: Vec<(Protocol, PortTable<u16>)>,
-    /// The column of every other protocol.
-    other_column: u32,
+    /// Each part's columns: one part for a lookup's product, one per source-port class with
+    /// rules of its own (and one for the classes without) for a table's joint product (see
+    /// [`Product::build_joint`]).
+    parts: Vec<PartColumns>,
     /// Columns per chunk.
     chunk_len: usize,
     /// Column → the position of its chunk in the row (`column >> shift`) and its place in the
@@ -98,6 +115,32 @@ pub(crate) struct Product {
     staged: bool,
 }
 
+/// Where a part's ports fall among the columns.
+#[derive(Debug)]
+struct PartColumns {
+    /// Per protocol with a column of its own: port → column.
+    by_protocol: Vec<(Protocol, PortTable<u16>)>,
+    /// The column of every other protocol.
+    other: u32,
+}
+
+impl PartColumns {
+    #[inline]
+    fn column(&self, protocol: Protocol, port: u16) -> u32 {
+        self.by_protocol
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map_or(self.other, |(_, ports)| u32::from(ports.get(port)))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.by_protocol
+            .iter()
+            .map(|(_, m)| m.heap_bytes() + 16)
+            .sum()
+    }
+}
+
 impl Product {
     /// The product of `lookup`, if its slots (numbered below `slots`) constrain nothing but the
     /// peer address and the ports: dense if that fits in `dense_budget` bytes, else in the
@@ -108,20 +151,77 @@ impl Product {
         dense_budget: usize,
         budget: usize,
     ) -> Option<Product> {
-        let shapes = Shape::ALL.map(|shape| {
+        let shapes = Self::shapes(dense_budget, budget);
+        Self::build_in(
+            &[Layer::of(lookup)?],
+            &[vec![0]],
+            slots,
+            &shapes,
+            usize::MAX,
+        )
+    }
+
+    /// One product for a table's `main` lookup and its source-port classes' `by_class`
+    /// (`None` for a class no slot's source ports include), if every one of them looks at
+    /// nothing but the peer address and the ports, within the same budgets. Part 0 answers
+    /// as `main` alone; the part of class *c* (see [`Product::part_of_class`]) answers as the
+    /// lower of `main` and `by_class[c]`. The parts share rows, and columns that agree on
+    /// every row are one column, so a class's rules cost columns only where they change a
+    /// first slot: one lookup then answers what took two.
+    pub(crate) fn build_joint(
+        main: &Lookup,
+        by_class: &[Option<&Lookup>],
+        slots: usize,
+        dense_budget: usize,
+        budget: usize,
+    ) -> Option<(Product, Box<[u32]>)> {
+        let mut layers = vec![Layer::of(main)?];
+        let mut parts = vec![vec![0]];
+        let mut part_of_class = Vec::with_capacity(by_class.len());
+        for lookup in by_class {
+            match lookup {
+                None => part_of_class.push(0),
+                Some(lookup) => {
+                    part_of_class.push(parts.len() as u32);
+                    parts.push(vec![0, layers.len()]);
+                    layers.push(Layer::of(lookup)?);
+                }
+            }
+        }
+        let shapes = Self::shapes(dense_budget, budget);
+        let product = Self::build_in(&layers, &parts, slots, &shapes, JOINT_WORK)?;
+        Some((product, part_of_class.into()))
+    }
+
+    /// Each shape with its limit of bytes: the dense one within both budgets, the chunked
+    /// ones within `budget`.
+    fn shapes(dense_budget: usize, budget: usize) -> [(Shape, usize); 4] {
+        Shape::ALL.map(|shape| {
             let limit = match shape {
                 Shape::Dense => dense_budget.min(budget),
                 Shape::Chunked { .. } => budget,
             };
             (shape, limit)
-        });
-        Self::build_in(lookup, slots, &shapes)
+        })
     }
 
-    /// The product in the first of `shapes` within its limit of bytes if that is the dense
-    /// shape, else in the smallest of the chunked ones within theirs.
-    fn build_in(lookup: &Lookup, slots: usize, shapes: &[(Shape, usize)]) -> Option<Product> {
-        let inputs = Inputs::of(lookup)?;
+    /// The product of `parts` (each a set of `layers` whose lower first slot it answers), in
+    /// the first of `shapes` within its limit of bytes if that is the dense shape, else in the
+    /// smallest of the chunked ones within theirs.
+    /// `work` bounds the provisional table (address starts × provisional columns) that every
+    /// shape walks.
+    fn build_in(
+        layers: &[Layer<'_>],
+        parts: &[Vec<usize>],
+        slots: usize,
+        shapes: &[(Shape, usize)],
+        work: usize,
+    ) -> Option<Product> {
+        let inputs = Inputs::of(layers, parts);
+        let starts = inputs.v4.starts.len() + inputs.v6.starts.len();
+        if starts.saturating_mul(inputs.columns.len()) > work {
+            return None;
+        }
         let cell_bytes = if slots < usize::from(u16::MAX) { 2 } else { 4 };
         let merged = Merge::hashed(&inputs);
         let (merged, table) = match Table::best(shapes, &merged, &inputs, cell_bytes) {
@@ -137,30 +237,41 @@ impl Product {
             u16::try_from(merged.of_column[key as usize])
                 .expect("at most u16::MAX columns, checked by Table::new")
         };
-        let columns_by_protocol = inputs
-            .port_keys
+        let parts = inputs
+            .parts
             .into_iter()
-            .map(|(protocol, steps)| {
-                let columns = steps
+            .map(|part| PartColumns {
+                by_protocol: part
+                    .port_keys
                     .into_iter()
-                    .map(|(start, key)| (start, column_of_key(key)));
-                (protocol, PortTable::new(columns))
+                    .map(|(protocol, steps)| {
+                        let columns = steps
+                            .into_iter()
+                            .map(|(start, key)| (start, column_of_key(key)));
+                        (protocol, PortTable::new(columns))
+                    })
+                    .collect(),
+                other: u32::from(column_of_key(part.other_key)),
             })
             .collect();
-        Some(table.into_product(
-            columns_by_protocol,
-            u32::from(column_of_key(inputs.other_key)),
-        ))
+        Some(table.into_product(parts))
     }
 
-    /// The first slot matching `peer` and the port, or `NONE`.
+    /// The first slot matching `peer` and the port, or `NONE` (part 0: a lookup's product, or
+    /// a joint product's main lookup alone).
     #[inline]
     pub(crate) fn first(&self, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
+        self.first_in(0, peer, protocol, port)
+    }
+
+    /// The first slot of `part` matching `peer` and the port, or `NONE`.
+    #[inline]
+    pub(crate) fn first_in(&self, part: u32, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
         let row = match peer {
             IpAddr::V4(a) => self.v4_rows.class_of(a.into()),
             IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
         } as usize;
-        let column = self.column(protocol, port);
+        let column = self.column(part, protocol, port);
         self.cell(self.chunk(row, column), column)
     }
 
@@ -238,11 +349,8 @@ impl Product {
     }
 
     #[inline]
-    fn column(&self, protocol: Protocol, port: u16) -> u32 {
-        self.columns_by_protocol
-            .iter()
-            .find(|(p, _)| *p == protocol)
-            .map_or(self.other_column, |(_, ports)| u32::from(ports.get(port)))
+    fn column(&self, part: u32, protocol: Protocol, port: u16) -> u32 {
+        self.parts[part as usize].column(protocol, port)
     }
 
     #[inline]
@@ -286,7 +394,7 @@ impl Product {
     }
 
     /// Bytes of cells and chunk numbers: what the budget bounds.
-    fn table_bytes(&self) -> usize {
+    pub(crate) fn table_bytes(&self) -> usize {
         let cells = match &self.cells {
             Cells::Narrow(c) => c.len() * 2,
             Cells::Wide(c) => c.len() * 4,
@@ -304,9 +412,9 @@ impl Product {
             + self.v4_rows.heap_bytes()
             + self.v6_rows.heap_bytes()
             + self
-                .columns_by_protocol
+                .parts
                 .iter()
-                .map(|(_, m)| m.heap_bytes() + 16)
+                .map(PartColumns::heap_bytes)
                 .sum::<usize>()
     }
 }
@@ -318,6 +426,7 @@ pub(crate) const STAGED: usize = 16;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Staged<'a> {
     pub(crate) product: &'a Product,
+    pub(crate) part: u32,
     pub(crate) peer: IpAddr,
     pub(crate) protocol: Protocol,
     pub(crate) port: u16,
@@ -348,7 +457,7 @@ pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
     let mut columns = [0u32; STAGED];
     for (i, l) in lookups.iter().enumerate() {
         rows[i] = l.product.row_in(l.peer, windows[i]);
-        columns[i] = l.product.column(l.protocol, l.port);
+        columns[i] = l.product.column(l.part, l.protocol, l.port);
         l.product.prefetch_chunk(rows[i], columns[i]);
     }
     let mut chunks = [0usize; STAGED];
@@ -361,19 +470,39 @@ pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
     }
 }
 
-/// What every shape is built from: the provisional columns, which provisional column each
-/// port of each protocol falls in, and the address maps of both families.
+/// What every shape is built from: the provisional columns, for each part which provisional
+/// column each port of each protocol falls in, and the address maps of both families.
 struct Inputs {
     columns: Vec<Column>,
-    port_keys: Vec<(Protocol, Vec<(u32, u32)>)>,
-    other_key: u32,
+    parts: Vec<PartKeys>,
     v4: Family<u32>,
     v6: Family<u128>,
 }
 
-impl Inputs {
+/// One part's ports: per protocol with ports of its own, steps from port 0 to provisional
+/// columns; and the provisional column of every other protocol.
+struct PartKeys {
+    port_keys: Vec<(Protocol, Vec<(u32, u32)>)>,
+    other_key: u32,
+}
+
+/// The sources (port classes, see [`Layer`]) whose lowest first slot a provisional column
+/// takes: at most two per layer, and a part has at most two layers.
+type Sources = ArrayVec<usize, 4>;
+
+/// One lookup's port classes and wide classes (its *sources*), and which of them each port of
+/// each protocol looks at.
+struct Layer<'a> {
+    sources: Vec<&'a PortClass>,
+    /// Per protocol the lookup names: steps from port 0, each with its sources.
+    ports: Vec<(Protocol, Vec<(u32, Sources)>)>,
+    /// The sources of every protocol the lookup does not name, as one step from port 0.
+    other: [(u32, Sources); 1],
+}
+
+impl<'a> Layer<'a> {
     /// `None` if a slot of `lookup` looks at more than the peer address and the ports.
-    fn of(lookup: &Lookup) -> Option<Inputs> {
+    fn of(lookup: &'a Lookup) -> Option<Layer<'a>> {
         let (port_map, port_classes) = &lookup.ports;
         let wide: Vec<&PortClass> = lookup.wide.iter().flat_map(|w| w.classes()).collect();
         if !lookup.mixed.is_empty()
@@ -384,7 +513,7 @@ impl Inputs {
         {
             return None;
         }
-        // Provisional columns: a port class with the wide class of its protocol, if any.
+        // A port looks at its port class and at the wide class of its protocol, if any.
         let wide_of = |protocol: Option<Protocol>| -> Option<usize> {
             let by_protocol = lookup.wide.as_ref()?;
             protocol
@@ -394,7 +523,11 @@ impl Inputs {
                     .as_ref()
                     .map(|_| by_protocol.by_protocol.len()))
         };
-        let mut keys: Interner<(u32, Option<usize>)> = Interner::default();
+        let sources_of = |class: u32, wide: Option<usize>| -> Sources {
+            std::iter::once(class as usize)
+                .chain(wide.map(|w| port_classes.len() + w))
+                .collect()
+        };
         let mut protocols: Vec<Protocol> = port_map
             .protocols()
             .map(|(p, _)| p)
@@ -407,71 +540,144 @@ impl Inputs {
             .collect();
         protocols.sort_unstable();
         protocols.dedup();
-        let port_keys: Vec<(Protocol, Vec<(u32, u32)>)> = protocols
+        let ports = protocols
             .into_iter()
             .map(|protocol| {
                 let w = wide_of(Some(protocol));
                 let steps = match port_map.protocols().find(|(p, _)| *p == protocol) {
                     Some((_, ports)) => ports
                         .steps()
-                        .map(|(start, class)| (start, keys.intern((class, w))))
+                        .map(|(start, class)| (start, sources_of(class, w)))
                         .collect(),
-                    None => vec![(0, keys.intern((port_map.other(), w)))],
+                    None => vec![(0, sources_of(port_map.other(), w))],
                 };
                 (protocol, steps)
             })
             .collect();
-        let other_key = keys.intern((port_map.other(), wide_of(None)));
+        Some(Layer {
+            sources: port_classes.iter().chain(wide).collect(),
+            ports,
+            other: [(0, sources_of(port_map.other(), wide_of(None)))],
+        })
+    }
 
-        // A key's first slot at an address is the lower of its two classes' first slots there.
-        let class_of_source = |source: usize| -> &PortClass {
-            port_classes
-                .get(source)
-                .unwrap_or_else(|| wide[source - port_classes.len()])
-        };
-        let columns: Vec<Column> = keys
-            .values()
+    /// The steps of `protocol`'s ports.
+    fn steps(&self, protocol: Protocol) -> &[(u32, Sources)] {
+        self.ports
             .iter()
-            .map(|&(class, w)| {
-                let b = w.map(|w| port_classes.len() + w);
-                let any_peer = std::iter::once(class as usize)
-                    .chain(b)
-                    .map(|s| class_of_source(s).any_peer)
-                    .min()
-                    .unwrap_or(NONE);
-                Column {
-                    sources: [Some(class as usize), b],
-                    any_peer,
+            .find(|(p, _)| *p == protocol)
+            .map_or(&self.other, |(_, steps)| steps)
+    }
+}
+
+impl Inputs {
+    /// The inputs of `parts`, each the layers whose lower first slot it answers.
+    fn of(layers: &[Layer<'_>], parts: &[Vec<usize>]) -> Inputs {
+        // Sources are numbered across layers.
+        let offsets: Vec<usize> = layers
+            .iter()
+            .scan(0, |next, layer| {
+                let offset = *next;
+                *next += layer.sources.len();
+                Some(offset)
+            })
+            .collect();
+        let mut keys: Interner<Sources> = Interner::default();
+        let mut key_of = |members: &mut dyn Iterator<Item = (usize, &Sources)>| -> u32 {
+            let mut sources: Sources = ArrayVec::new();
+            for (layer, local) in members {
+                sources.extend(local.iter().map(|&s| offsets[layer] + s));
+            }
+            sources.sort_unstable();
+            keys.intern(sources)
+        };
+        let parts = parts
+            .iter()
+            .map(|members| {
+                let mut protocols: Vec<Protocol> = members
+                    .iter()
+                    .flat_map(|&l| layers[l].ports.iter().map(|(p, _)| *p))
+                    .collect();
+                protocols.sort_unstable();
+                protocols.dedup();
+                let port_keys = protocols
+                    .into_iter()
+                    .map(|protocol| {
+                        // Every port where any layer's step starts, with each layer's sources.
+                        let steps: Vec<&[(u32, Sources)]> =
+                            members.iter().map(|&l| layers[l].steps(protocol)).collect();
+                        let mut starts: Vec<u32> = steps
+                            .iter()
+                            .flat_map(|s| s.iter().map(|&(p, _)| p))
+                            .collect();
+                        starts.sort_unstable();
+                        starts.dedup();
+                        let mut at = vec![0usize; steps.len()];
+                        let refined = starts
+                            .into_iter()
+                            .map(|start| {
+                                for (i, steps) in steps.iter().enumerate() {
+                                    while at[i] + 1 < steps.len() && steps[at[i] + 1].0 <= start {
+                                        at[i] += 1;
+                                    }
+                                }
+                                let mut live = members
+                                    .iter()
+                                    .zip(&steps)
+                                    .zip(&at)
+                                    .map(|((&l, steps), &i)| (l, &steps[i].1));
+                                (start, key_of(&mut live))
+                            })
+                            .collect();
+                        (protocol, refined)
+                    })
+                    .collect();
+                let other_key = key_of(&mut members.iter().map(|&l| (l, &layers[l].other[0].1)));
+                PartKeys {
+                    port_keys,
+                    other_key,
                 }
             })
             .collect();
-        let source_count = port_classes.len() + wide.len();
-        let maps = |source: usize| class_of_source(source).addresses.as_ref().map(|a| &a.map);
-        let v4 = Family::new(
-            &(0..source_count)
-                .map(|s| maps(s).map(|m| m.v4()))
-                .collect::<Vec<_>>(),
-        );
-        let v6 = Family::new(
-            &(0..source_count)
-                .map(|s| maps(s).map(|m| m.v6()))
-                .collect::<Vec<_>>(),
-        );
 
-        Some(Inputs {
+        let sources: Vec<&PortClass> = layers
+            .iter()
+            .flat_map(|l| l.sources.iter().copied())
+            .collect();
+        let columns: Vec<Column> = keys
+            .into_values()
+            .into_iter()
+            .map(|sources_of_column| Column {
+                any_peer: sources_of_column
+                    .iter()
+                    .map(|&s| sources[s].any_peer)
+                    .min()
+                    .unwrap_or(NONE),
+                sources: sources_of_column,
+            })
+            .collect();
+        let v4: Vec<_> = sources
+            .iter()
+            .map(|s| s.addresses.as_ref().map(|a| a.map.v4()))
+            .collect();
+        let v6: Vec<_> = sources
+            .iter()
+            .map(|s| s.addresses.as_ref().map(|a| a.map.v6()))
+            .collect();
+        let (v4, v6) = (Family::new(&v4), Family::new(&v6));
+        Inputs {
             columns,
-            port_keys,
-            other_key,
+            parts,
             v4,
             v6,
-        })
+        }
     }
 }
 
 /// A provisional column: the first slot at an address is the lowest of its sources' (port
 /// classes') first slots there and `any_peer`.
 struct Column {
-    sources: [Option<usize>; 2],
+    sources: Sources,
     any_peer: u32,
 }
 
@@ -528,7 +734,6 @@ impl<K: Key> Family<K> {
                 *cell = column
                     .sources
                     .iter()
-                    .flatten()
                     .map(|&s| value[s])
                     .fold(column.any_peer, u32::min);
             }
@@ -771,11 +976,7 @@ impl Table {
         Ok(number)
     }
 
-    fn into_product(
-        mut self,
-        columns_by_protocol: Vec<(Protocol, PortTable<u16>)>,
-        other_column: u32,
-    ) -> Product {
+    fn into_product(mut self, parts: Vec<PartColumns>) -> Product {
         let (shift, mask) = match self.shape {
             // Unused (a dense row has no chunk numbers); the mask keeps the whole column.
             Shape::Dense => (16, u32::MAX),
@@ -805,8 +1006,7 @@ impl Table {
         Product {
             v4_rows: Intervals::from_steps(self.v4_steps),
             v6_rows: Intervals::from_steps(self.v6_steps),
-            columns_by_protocol,
-            other_column,
+            parts,
             chunk_len: self.chunks.len,
             chunks_per_row: self.rows.len,
             shift,
@@ -924,7 +1124,13 @@ status: {podIP: 10.0.0.1}
     ];
 
     fn build_as(lookup: &Lookup, slots: usize, shape: Shape, limit: usize) -> Option<Product> {
-        Product::build_in(lookup, slots, &[(shape, limit)])
+        Product::build_in(
+            &[Layer::of(lookup)?],
+            &[vec![0]],
+            slots,
+            &[(shape, limit)],
+            usize::MAX,
+        )
     }
 
     #[test]
@@ -1000,7 +1206,8 @@ status: {podIP: 10.0.0.1}
         assert!(product.chunk_len > 1, "the policy has columns that differ");
         let slots_of = |shape| {
             // Every column claimed to be one: wrong wherever two port classes differ.
-            let inputs = Inputs::of(lookup).expect("addresses and ports only");
+            let layers = [Layer::of(lookup).expect("addresses and ports only")];
+            let inputs = Inputs::of(&layers, &[vec![0]]);
             let merge = Merge::from_ids(vec![0; inputs.columns.len()]);
             Table::new(shape, &merge, &inputs, 2, usize::MAX).map(|_| ())
         };

@@ -114,10 +114,11 @@ pub fn compare(
     };
     // Every table layout: rules over every port of a protocol folded into each port class, or
     // kept apart in classes of their own, each without the address × port product; and with
-    // the product wherever the rules allow one, dense or chunked. Every product is looked up
-    // in stages by `decide_each`, however small; in the last layout only those of at least
+    // the product wherever the rules allow one, dense or chunked, joint for a table's lookups
+    // with source ports or one per lookup. Every product is looked up in stages by
+    // `decide_each`, however small; in the last layout only those of at least
     // `MIXED_STAGING` bytes, so that groups mix staged products with others.
-    let layout_staged = |fold_budget, product_budget, dense_product_budget, staged| {
+    let layout_with = |fold_budget, product_budget, dense_product_budget, joint, staged| {
         Classifier::compile_with(
             Arc::clone(&cluster),
             CompileOptions {
@@ -125,13 +126,14 @@ pub fn compare(
                 product_budget,
                 dense_product_budget,
                 staged_product_bytes: staged,
+                joint_product_budget: joint,
             },
         )
     };
-    let layout = |fold_budget, product_budget, dense_product_budget| {
-        layout_staged(fold_budget, product_budget, dense_product_budget, 0)
-    };
     let all = usize::MAX;
+    let layout = |fold_budget, product_budget, dense_product_budget| {
+        layout_with(fold_budget, product_budget, dense_product_budget, all, 0)
+    };
     let layouts = [
         ("folded", layout(all, 0, 0)),
         ("apart", layout(0, 0, 0)),
@@ -140,8 +142,16 @@ pub fn compare(
         ("chunked product, folded", layout(all, all, 0)),
         ("chunked product, apart", layout(0, all, 0)),
         (
+            "products per lookup, folded",
+            layout_with(all, all, all, 0, 0),
+        ),
+        (
+            "chunked products per lookup, apart",
+            layout_with(0, all, 0, 0, 0),
+        ),
+        (
             "product, some staged",
-            layout_staged(0, all, all, MIXED_STAGING),
+            layout_with(0, all, all, all, MIXED_STAGING),
         ),
     ];
     let mut peers: Vec<IpAddr> = cluster
