@@ -3,9 +3,11 @@
 //! address search per packet, copies of those rules in every class), kept *apart* in classes
 //! of their own (two searches, no copies), and the *product* of address and port classes (one
 //! address search, one port search and one load; see `policy/src/classifier/product.rs`),
-//! dense or *chunked* (one load more, for a smaller table). `CompileOptions::fold_budget`,
-//! `product_budget` and `dense_product_budget` pick one per table; this shows what each
-//! costs, so that the budgets can be checked against measurements.
+//! dense or *chunked* (one load more, for a smaller table), and for tables with source-port
+//! rules one *joint* product for all their lookups or a product *per lookup* (the main one's,
+//! then the source-port class's: two lookups per packet). `CompileOptions::fold_budget`,
+//! `product_budget`, `dense_product_budget` and `joint_product_budget` pick one per table;
+//! this shows what each costs, so that the budgets can be checked against measurements.
 //!
 //! For each list and direction the classifiers decide every header of a set (the trace, and
 //! headers drawn inside the list's rules as the criterion bench draws them) in alternating
@@ -59,24 +61,26 @@ fn compare(options: Options) -> Result<()> {
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | headers | direction | folded ns | apart ns | dense ns | chunked ns | dense / \
-         best layered | chunked / dense | folded heap | apart heap | dense heap | chunked heap | \
-         default |"
+         best layered | chunked / dense | dense per lookup ns | dense / per lookup | folded heap | \
+         apart heap | dense heap | chunked heap | dense per lookup heap | default |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
             eprintln!("{list}: loading and compiling the layouts …");
             let rules = read_rules(seed, size)?;
-            let layout = |fold_budget, product_budget, dense_product_budget| {
-                let options = CompileOptions {
-                    fold_budget,
-                    product_budget,
-                    dense_product_budget,
-                    ..CompileOptions::default()
+            let layout =
+                |fold_budget, product_budget, dense_product_budget, joint_product_budget| {
+                    let options = CompileOptions {
+                        fold_budget,
+                        product_budget,
+                        dense_product_budget,
+                        joint_product_budget,
+                        ..CompileOptions::default()
+                    };
+                    build_with(&list, &rules, options).with_context(|| list.clone())
                 };
-                build_with(&list, &rules, options).with_context(|| list.clone())
-            };
             // The default budgets' choice, before the layouts are built (at 100k rules the
             // folded one alone is over 100 MiB).
             let default = CompileOptions::default();
@@ -85,15 +89,18 @@ fn compare(options: Options) -> Result<()> {
                     default.fold_budget,
                     default.product_budget,
                     default.dense_product_budget,
+                    default.joint_product_budget,
                 )?;
                 Direction::BOTH.map(|d| chosen(&built, d))
             };
             let all = usize::MAX;
+            let joint = default.joint_product_budget;
             let layouts = [
-                layout(all, 0, 0)?,
-                layout(0, 0, 0)?,
-                layout(default.fold_budget, all, all)?,
-                layout(default.fold_budget, all, 0)?,
+                layout(all, 0, 0, 0)?,
+                layout(0, 0, 0, 0)?,
+                layout(default.fold_budget, all, all, joint)?,
+                layout(default.fold_budget, all, 0, joint)?,
+                layout(default.fold_budget, all, all, 0)?,
             ];
             let sets = header_sets(seed, size, &rules)?;
             for (kind, headers) in &sets {
@@ -109,18 +116,20 @@ fn compare(options: Options) -> Result<()> {
                     }
                 }
                 for direction in Direction::BOTH {
-                    let [folded_ns, apart_ns, dense_ns, chunked_ns] =
+                    let [folded_ns, apart_ns, dense_ns, chunked_ns, per_lookup_ns] =
                         alternate(&layouts, direction, headers, options.passes);
                     println!(
                         "| {list} | {kind} | {direction} | {folded_ns:.1} | {apart_ns:.1} | \
-                         {dense_ns:.1} | {chunked_ns:.1} | {:.2} | {:.2} | {} | {} | {} | {} | \
-                         {} |",
+                         {dense_ns:.1} | {chunked_ns:.1} | {:.2} | {:.2} | {per_lookup_ns:.1} | \
+                         {:.2} | {} | {} | {} | {} | {} | {} |",
                         dense_ns / folded_ns.min(apart_ns),
                         chunked_ns / dense_ns,
+                        dense_ns / per_lookup_ns,
                         mib(&layouts[0]),
                         mib(&layouts[1]),
                         mib(&layouts[2]),
                         mib(&layouts[3]),
+                        mib(&layouts[4]),
                         chosen[direction.index()],
                     );
                 }
@@ -176,11 +185,14 @@ fn chosen(default: &Built, direction: Direction) -> &'static str {
     match (
         classifier.has_product(pod, direction),
         classifier.has_chunked_product(pod, direction),
+        classifier.has_joint_product(pod, direction),
         classifier.is_apart(pod, direction),
     ) {
-        (true, true, _) => "chunked",
-        (true, false, _) => "dense",
-        (false, _, true) => "apart",
-        (false, _, false) => "folded",
+        (true, true, true, _) => "chunked, joint",
+        (true, true, false, _) => "chunked",
+        (true, false, true, _) => "dense, joint",
+        (true, false, false, _) => "dense",
+        (false, _, _, true) => "apart",
+        (false, _, _, false) => "folded",
     }
 }
