@@ -74,6 +74,10 @@ fn check_summarises_a_valid_cluster() {
     assert!(stdout.contains("classifier memory"), "{stdout}");
 }
 
+/// A namespace and one pod in it, for the policies of a test to select.
+const ONE_POD: &str = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n---\n\
+    apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  namespace: n\nstatus:\n  podIP: 10.0.0.1\n";
+
 /// A GlobalNetworkPolicy with rules on 200 single TCP ports, then 2,000 rules over every TCP
 /// port (each from its own /32): folding those into each of the ~400 port classes would copy
 /// about 800k address intervals, past the compiler's budget. With `pod_rule`, a last rule on
@@ -99,9 +103,7 @@ fn wide_rules_manifest(pod_rule: bool) -> String {
     if pod_rule {
         text += "  - action: Allow\n    source: {selector: \"app == 'db'\"}\n";
     }
-    text += "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n---\napiVersion: v1\n\
-             kind: Pod\nmetadata:\n  name: a\n  namespace: n\nstatus:\n  podIP: 10.0.0.1\n";
-    text
+    text + ONE_POD
 }
 
 #[test]
@@ -147,6 +149,32 @@ fn check_says_when_a_table_answers_from_an_address_by_port_product() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["classifier"]["product_tables"], 1);
     assert_eq!(summary["classifier"]["apart_tables"], 0);
+}
+
+#[test]
+fn check_says_when_a_table_answers_source_ports_from_a_joint_product() {
+    let manifest = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: dns-and-web}
+spec:
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Allow, protocol: UDP, source: {nets: [10.1.0.0/16], ports: [53]}}
+  - {action: Deny, protocol: TCP, source: {nets: [10.2.0.0/16]}, destination: {ports: [80]}}
+  - {action: Allow, protocol: TCP, source: {ports: ["1024:65535"]}, destination: {ports: [443]}}
+"#;
+    let path = temp_file("joint.yaml", &format!("{manifest}{ONE_POD}"));
+    let path = path.to_str().unwrap();
+    let out = podwall(&["check", "-f", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 of them joint"), "{stdout}");
+    let out = podwall(&["check", "-f", path, "--output", "json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["classifier"]["joint_product_tables"], 1);
+    assert_eq!(summary["classifier"]["product_tables"], 1);
 }
 
 #[test]

@@ -77,6 +77,14 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                     stats.chunked_product_tables
                 );
             }
+            if stats.joint_product_tables > 0 {
+                // Source-port rules and the others in one table: one lookup per packet instead
+                // of two (BENCHMARKS.md, ClassBench, joint products).
+                println!(
+                    "{} of them joint (their source-port rules answered from the same table)",
+                    stats.joint_product_tables
+                );
+            }
             if stats.apart_tables > 0 {
                 // Too many rules over every port to copy into each port class: such a table
                 // costs a second address search per lookup (BENCHMARKS.md, ClassBench).
