@@ -394,20 +394,22 @@ impl Table {
         port: u16,
         source_port: u16,
     ) -> Option<u32> {
-        if let Some((product, part)) = self.joint_part(protocol, source_port) {
-            let best = product.first_in(part, peer, protocol, port);
-            return (best != NONE).then_some(best);
-        }
-        let mut best = self.lookup.first(group, peer, protocol, port);
-        if let Some(by_source) = &self.by_source {
-            match by_source.lookup(protocol, source_port) {
-                // An earlier slot already matched: nothing here can come first.
-                Some(lookup) if lookup.lowest < best => {
-                    best = best.min(lookup.first(group, peer, protocol, port));
+        let best = match &self.by_source {
+            None => self.lookup.first(group, peer, protocol, port),
+            Some(by_source) => match by_source.joint_part(protocol, source_port) {
+                Some((product, part)) => product.first_in(part, peer, protocol, port),
+                None => {
+                    let best = self.lookup.first(group, peer, protocol, port);
+                    match by_source.lookup(protocol, source_port) {
+                        // An earlier slot already matched: nothing here can come first.
+                        Some(lookup) if lookup.lowest < best => {
+                            best.min(lookup.first(group, peer, protocol, port))
+                        }
+                        _ => best,
+                    }
                 }
-                _ => {}
-            }
-        }
+            },
+        };
         (best != NONE).then_some(best)
     }
 

@@ -97,10 +97,12 @@ impl Shape {
 pub(crate) struct Product {
     v4_rows: Intervals<u32>,
     v6_rows: Intervals<u128>,
-    /// Each part's columns: one part for a lookup's product, one per source-port class with
-    /// rules of its own (and one for the classes without) for a table's joint product (see
-    /// [`Product::build_joint`]).
-    parts: Vec<PartColumns>,
+    /// Part 0's columns: all of a lookup's product, or a joint product's main lookup alone.
+    /// Kept in place, so that a lookup of part 0 costs no load more than before parts.
+    first_part: PartColumns,
+    /// A joint product's other parts (part *p* at `p - 1`), one per source-port class with
+    /// rules of its own (see [`Product::build_joint`]).
+    other_parts: Box<[PartColumns]>,
     /// Columns per chunk.
     chunk_len: usize,
     /// Column → the position of its chunk in the row (`column >> shift`) and its place in the
@@ -267,12 +269,17 @@ impl Product {
     /// The first slot of `part` matching `peer` and the port, or `NONE`.
     #[inline]
     pub(crate) fn first_in(&self, part: u32, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
-        let row = match peer {
+        let column = self.column(part, protocol, port);
+        self.cell(self.chunk(self.row(peer), column), column)
+    }
+
+    /// The row of `peer`'s address.
+    #[inline]
+    fn row(&self, peer: IpAddr) -> usize {
+        (match peer {
             IpAddr::V4(a) => self.v4_rows.class_of(a.into()),
             IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
-        } as usize;
-        let column = self.column(part, protocol, port);
-        self.cell(self.chunk(row, column), column)
+        }) as usize
     }
 
     /// The stages of [`Product::first`], as [`first_each`] interleaves them: the row's bucket
@@ -350,7 +357,11 @@ impl Product {
 
     #[inline]
     fn column(&self, part: u32, protocol: Protocol, port: u16) -> u32 {
-        self.parts[part as usize].column(protocol, port)
+        match part.checked_sub(1) {
+            None => &self.first_part,
+            Some(other) => &self.other_parts[other as usize],
+        }
+        .column(protocol, port)
     }
 
     #[inline]
@@ -411,9 +422,8 @@ impl Product {
         self.table_bytes()
             + self.v4_rows.heap_bytes()
             + self.v6_rows.heap_bytes()
-            + self
-                .parts
-                .iter()
+            + std::iter::once(&self.first_part)
+                .chain(self.other_parts.iter())
                 .map(PartColumns::heap_bytes)
                 .sum::<usize>()
     }
@@ -976,7 +986,10 @@ impl Table {
         Ok(number)
     }
 
+    /// The product with `parts`' columns (at least one part).
     fn into_product(mut self, parts: Vec<PartColumns>) -> Product {
+        let mut parts = parts.into_iter();
+        let first_part = parts.next().expect("every product has part 0");
         let (shift, mask) = match self.shape {
             // Unused (a dense row has no chunk numbers); the mask keeps the whole column.
             Shape::Dense => (16, u32::MAX),
@@ -1006,7 +1019,8 @@ impl Table {
         Product {
             v4_rows: Intervals::from_steps(self.v4_steps),
             v6_rows: Intervals::from_steps(self.v6_steps),
-            parts,
+            first_part,
+            other_parts: parts.collect(),
             chunk_len: self.chunks.len,
             chunks_per_row: self.rows.len,
             shift,
