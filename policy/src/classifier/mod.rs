@@ -396,11 +396,15 @@ impl Table {
     ) -> Option<u32> {
         let best = match &self.by_source {
             None => self.lookup.first(group, peer, protocol, port),
-            Some(by_source) => match by_source.joint_part(protocol, source_port) {
-                Some((product, part)) => product.first_in(part, peer, protocol, port),
-                None => {
+            // The class once: `class_of` stays inlined with one call site here.
+            Some(by_source) => match (by_source.class(protocol, source_port), &by_source.joint) {
+                (class, Some(joint)) => {
+                    let part = joint.part_of_class[class];
+                    joint.product.first_in(part, peer, protocol, port)
+                }
+                (class, None) => {
                     let best = self.lookup.first(group, peer, protocol, port);
-                    match by_source.lookup(protocol, source_port) {
+                    match &by_source.lookups[class] {
                         // An earlier slot already matched: nothing here can come first.
                         Some(lookup) if lookup.lowest < best => {
                             best.min(lookup.first(group, peer, protocol, port))

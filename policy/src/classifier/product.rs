@@ -266,20 +266,17 @@ impl Product {
         self.first_in(0, peer, protocol, port)
     }
 
-    /// The first slot of `part` matching `peer` and the port, or `NONE`.
-    #[inline]
+    /// The first slot of `part` matching `peer` and the port, or `NONE`. Always inlined:
+    /// called from three places, it was left out of line, and a `decide` in a 1k-rule table
+    /// took 6 % more instructions (callgrind) than when `first` held the body.
+    #[inline(always)]
     pub(crate) fn first_in(&self, part: u32, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
-        let column = self.column(part, protocol, port);
-        self.cell(self.chunk(self.row(peer), column), column)
-    }
-
-    /// The row of `peer`'s address.
-    #[inline]
-    fn row(&self, peer: IpAddr) -> usize {
-        (match peer {
+        let row = match peer {
             IpAddr::V4(a) => self.v4_rows.class_of(a.into()),
             IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
-        }) as usize
+        } as usize;
+        let column = self.column(part, protocol, port);
+        self.cell(self.chunk(row, column), column)
     }
 
     /// The stages of [`Product::first`], as [`first_each`] interleaves them: the row's bucket
