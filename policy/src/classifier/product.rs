@@ -165,8 +165,8 @@ impl Product {
 
     /// One product for a table's `main` lookup and its source-port classes' `by_class`
     /// (`None` for a class no slot's source ports include), if every one of them looks at
-    /// nothing but the peer address and the ports, within the same budgets. Part 0 answers
-    /// as `main` alone; the part of class *c* (see [`Product::part_of_class`]) answers as the
+    /// nothing but the peer address and the ports, within the same budgets; with it, each
+    /// class's part. Part 0 answers as `main` alone; the part of class *c* answers as the
     /// lower of `main` and `by_class[c]`. The parts share rows, and columns that agree on
     /// every row are one column, so a class's rules cost columns only where they change a
     /// first slot: one lookup then answers what took two.
@@ -209,8 +209,7 @@ impl Product {
 
     /// The product of `parts` (each a set of `layers` whose lower first slot it answers), in
     /// the first of `shapes` within its limit of bytes if that is the dense shape, else in the
-    /// smallest of the chunked ones within theirs.
-    /// `work` bounds the provisional table (address starts × provisional columns) that every
+    /// smallest of the chunked ones within theirs. `work` bounds the provisional table (address starts × provisional columns) that every
     /// shape walks.
     fn build_in(
         layers: &[Layer<'_>],
@@ -623,16 +622,11 @@ impl Inputs {
                         let refined = starts
                             .into_iter()
                             .map(|start| {
-                                for (i, steps) in steps.iter().enumerate() {
-                                    while at[i] + 1 < steps.len() && steps[at[i] + 1].0 <= start {
-                                        at[i] += 1;
-                                    }
-                                }
                                 let mut live = members
                                     .iter()
                                     .zip(&steps)
-                                    .zip(&at)
-                                    .map(|((&l, steps), &i)| (l, &steps[i].1));
+                                    .zip(at.iter_mut())
+                                    .map(|((&l, steps), at)| (l, step_at(steps, at, start)));
                                 (start, key_of(&mut live))
                             })
                             .collect();
@@ -679,6 +673,16 @@ impl Inputs {
             v6,
         }
     }
+}
+
+/// The value of the step of `steps` (sorted by start, the first at or below every key asked)
+/// that holds `key`, moving `at` forward to it: walked with rising keys, each list is read
+/// once.
+fn step_at<'s, K: Copy + Ord, V>(steps: &'s [(K, V)], at: &mut usize, key: K) -> &'s V {
+    while *at + 1 < steps.len() && steps[*at + 1].0 <= key {
+        *at += 1;
+    }
+    &steps[*at].1
 }
 
 /// A provisional column: the first slot at an address is the lowest of its sources' (port
@@ -732,10 +736,7 @@ impl<K: Key> Family<K> {
                 if steps.is_empty() {
                     continue;
                 }
-                while at[source] + 1 < steps.len() && steps[at[source] + 1].0 <= start {
-                    at[source] += 1;
-                }
-                value[source] = steps[at[source]].1;
+                value[source] = *step_at(steps, &mut at[source], start);
             }
             for (cell, column) in row.iter_mut().zip(columns) {
                 *cell = column
