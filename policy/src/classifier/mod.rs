@@ -315,23 +315,28 @@ pub(crate) struct JointProduct {
     pub(crate) part_of_class: Box<[u32]>,
 }
 
+/// Where a packet's source port sends its lookup (see [`SourcePorts::route`]).
+enum SourceRoute<'a> {
+    /// The joint product's part for its source-port class answers alone.
+    Joint(&'a Product, u32),
+    /// The main lookup answers, and its source-port class's lookup, if the class has one.
+    Class(Option<&'a Lookup>),
+}
+
 impl SourcePorts {
     #[inline]
     fn class(&self, protocol: Protocol, source_port: u16) -> usize {
         self.map.class_of(protocol, source_port) as usize
     }
 
+    /// What answers for a packet with these ports besides (or instead of) the main lookup.
     #[inline]
-    fn lookup(&self, protocol: Protocol, source_port: u16) -> Option<&Lookup> {
-        self.lookups[self.class(protocol, source_port)].as_ref()
-    }
-
-    /// The joint product, if there is one, and the part that answers for these ports.
-    #[inline]
-    fn joint_part(&self, protocol: Protocol, source_port: u16) -> Option<(&Product, u32)> {
-        let joint = self.joint.as_ref()?;
-        let part = joint.part_of_class[self.class(protocol, source_port)];
-        Some((&joint.product, part))
+    fn route(&self, protocol: Protocol, source_port: u16) -> SourceRoute<'_> {
+        let class = self.class(protocol, source_port);
+        match &self.joint {
+            Some(joint) => SourceRoute::Joint(&joint.product, joint.part_of_class[class]),
+            None => SourceRoute::Class(self.lookups[class].as_ref()),
+        }
     }
 
     fn all(&self) -> impl Iterator<Item = &Lookup> {
@@ -396,15 +401,11 @@ impl Table {
     ) -> Option<u32> {
         let best = match &self.by_source {
             None => self.lookup.first(group, peer, protocol, port),
-            // The class once: `class_of` stays inlined with one call site here.
-            Some(by_source) => match (by_source.class(protocol, source_port), &by_source.joint) {
-                (class, Some(joint)) => {
-                    let part = joint.part_of_class[class];
-                    joint.product.first_in(part, peer, protocol, port)
-                }
-                (class, None) => {
+            Some(by_source) => match by_source.route(protocol, source_port) {
+                SourceRoute::Joint(product, part) => product.first_in(part, peer, protocol, port),
+                SourceRoute::Class(class) => {
                     let best = self.lookup.first(group, peer, protocol, port);
-                    match &by_source.lookups[class] {
+                    match class {
                         // An earlier slot already matched: nothing here can come first.
                         Some(lookup) if lookup.lowest < best => {
                             best.min(lookup.first(group, peer, protocol, port))
@@ -415,13 +416,6 @@ impl Table {
             },
         };
         (best != NONE).then_some(best)
-    }
-
-    /// The joint product of the table's lookups, if it has one, and the part that answers for
-    /// these ports.
-    #[inline]
-    fn joint_part(&self, protocol: Protocol, source_port: u16) -> Option<(&Product, u32)> {
-        self.by_source.as_ref()?.joint_part(protocol, source_port)
     }
 
     /// The product that answers for the slots without a source-port condition: the joint
@@ -764,16 +758,18 @@ impl Classifier {
             let table = chain
                 .and_then(|(chain, _)| chain.tiers.first())
                 .map(|t| &t.rules);
-            let joint = table.and_then(|table| table.joint_part(q.protocol, q.source_port));
-            by_source.push(table.filter(|_| joint.is_none()).and_then(|table| {
-                let by_source = table.by_source.as_ref()?;
-                by_source.lookup(q.protocol, q.source_port)
-            }));
-            match (table, chain, joint) {
-                (_, _, Some((product, part))) => {
+            let route = table
+                .and_then(|table| table.by_source.as_ref())
+                .map(|by_source| by_source.route(q.protocol, q.source_port));
+            by_source.push(match route {
+                Some(SourceRoute::Class(class)) => class,
+                _ => None,
+            });
+            match (table, chain, route) {
+                (_, _, Some(SourceRoute::Joint(product, part))) => {
                     lookups.add_product(i, product, part, q, &mut firsts)
                 }
-                (Some(table), Some((_, group)), None) => {
+                (Some(table), Some((_, group)), _) => {
                     lookups.add(i, &table.lookup, group, q, &mut firsts)
                 }
                 _ => {}
