@@ -2,7 +2,7 @@
 //! of slots whose terms contain every key of the interval. Longest-prefix match over CIDRs (and
 //! any mix of nested, overlapping or excepted ranges) reduces to one search here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use prefetch_index::prefetch_index;
@@ -39,14 +39,14 @@ impl Key for u128 {
 /// Gives each distinct value a number, in order of first appearance.
 #[derive(Debug)]
 pub struct Interner<T> {
-    ids: HashMap<T, u32>,
+    ids: ahash::AHashMap<T, u32>,
     values: Vec<T>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Interner {
-            ids: HashMap::new(),
+            ids: ahash::AHashMap::new(),
             values: Vec::new(),
         }
     }

@@ -34,7 +34,6 @@
 //! prefetches, so that their misses overlap; `Classifier::decide_each` uses it for products of
 //! at least `CompileOptions::staged_product_bytes`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::inventory::Protocol;
@@ -63,11 +62,10 @@ enum ChunkNumbers {
     Wide(Box<[u32]>),
 }
 
-/// How many cells (address starts × provisional columns) a joint product's inputs may have:
-/// each shape walks them all, and a table with many source-port classes multiplies the
-/// columns. Of fw1's 100k-rule tables the ingress one (40k starts × 1.2k columns) is within
-/// it; the egress one (74k × 1.2k) took 0.9 × the time of two lookups, for about 2 s more
-/// compile; ipc1's (182k × 7k, past the budget anyway) took 20 s to compile before this bound.
+/// How many column updates ([`Inputs::updates`]) a joint product's walks may make: each shape
+/// walks them all, and a table with many source-port classes has sources that feed many
+/// columns. fw1's 100k-rule tables make 6.8M and 7.3M; ipc1's (past the byte budget anyway)
+/// 459M, which took 11 s to find too big.
 const JOINT_WORK: usize = 1 << 26;
 
 /// How the cells are laid out.
@@ -209,8 +207,8 @@ impl Product {
 
     /// The product of `parts` (each a set of `layers` whose lower first slot it answers), in
     /// the first of `shapes` within its limit of bytes if that is the dense shape, else in the
-    /// smallest of the chunked ones within theirs. `work` bounds the provisional table (address starts × provisional columns) that every
-    /// shape walks.
+    /// smallest of the chunked ones within theirs. `work` bounds the column updates
+    /// ([`Inputs::updates`]) that every shape walks.
     fn build_in(
         layers: &[Layer<'_>],
         parts: &[Vec<usize>],
@@ -219,15 +217,14 @@ impl Product {
         work: usize,
     ) -> Option<Product> {
         let inputs = Inputs::of(layers, parts);
-        let starts = inputs.v4.starts.len() + inputs.v6.starts.len();
-        if starts.saturating_mul(inputs.columns.len()) > work {
+        if inputs.updates() > work {
             return None;
         }
         let cell_bytes = if slots < usize::from(u16::MAX) { 2 } else { 4 };
         let merged = Merge::hashed(&inputs);
         let (merged, table) = match Table::best(shapes, &merged, &inputs, cell_bytes) {
             Err(Stop::Collision) => {
-                let unmerged = Merge::none(inputs.columns.len());
+                let unmerged = Merge::none(inputs.columns.len(), &merged);
                 let table = Table::best(shapes, &unmerged, &inputs, cell_bytes).ok()?;
                 (unmerged, table)
             }
@@ -577,6 +574,18 @@ impl<'a> Layer<'a> {
 }
 
 impl Inputs {
+    /// How many times a walk ([`Family::walk`]) folds a provisional column again: for each
+    /// step of a source's map, the columns that source feeds.
+    fn updates(&self) -> usize {
+        let mut fanout = vec![0usize; self.v4.sources];
+        for column in &self.columns {
+            for &source in &column.sources {
+                fanout[source] += 1;
+            }
+        }
+        self.v4.updates(&fanout) + self.v6.updates(&fanout)
+    }
+
     /// The inputs of `parts`, each the layers whose lower first slot it answers.
     fn of(layers: &[Layer<'_>], parts: &[Vec<usize>]) -> Inputs {
         // Sources are numbered across layers.
@@ -692,6 +701,13 @@ struct Column {
     any_peer: u32,
 }
 
+/// A 64-bit hash of `x` (the finalizer of SplitMix64).
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// Why a table was not built.
 #[derive(Debug)]
 enum Stop {
@@ -701,51 +717,104 @@ enum Stop {
     Collision,
 }
 
-/// One address family's maps (the steps of each source's map; none for a source without an
-/// address condition, which contributes only its `any_peer`), and every start of any of them.
+/// One address family's maps, as the changes they make: every step of every source's map
+/// (none for a source without an address condition, which contributes only its `any_peer`),
+/// ordered by start.
 struct Family<K> {
-    steps: Vec<Vec<(K, u32)>>,
-    starts: Vec<K>,
+    /// (start, source, first slot from there on), by start.
+    changes: Vec<(K, u32, u32)>,
+    /// How many sources there are (with an address condition or not).
+    sources: usize,
+    /// How many distinct starts there are, `K::MIN` always among them.
+    starts: usize,
 }
 
 impl<K: Key> Family<K> {
     fn new(maps: &[Option<&Intervals<K>>]) -> Self {
-        let steps: Vec<Vec<(K, u32)>> = maps
+        let mut changes: Vec<(K, u32, u32)> = maps
             .iter()
-            .map(|m| m.map_or_else(Vec::new, |m| m.steps().collect()))
+            .enumerate()
+            .filter_map(|(source, m)| Some((source as u32, (*m)?)))
+            .flat_map(|(source, m)| m.steps().map(move |(start, slot)| (start, source, slot)))
             .collect();
+        changes.sort_unstable_by_key(|&(start, source, _)| (start, source));
         let mut starts: Vec<K> = std::iter::once(K::MIN)
-            .chain(steps.iter().flatten().map(|&(start, _)| start))
+            .chain(changes.iter().map(|&(start, _, _)| start))
             .collect();
-        starts.sort_unstable();
         starts.dedup();
-        Family { steps, starts }
+        Family {
+            changes,
+            sources: maps.len(),
+            starts: starts.len(),
+        }
     }
 
-    /// Calls `visit` at each start with the first slot of every provisional column there.
+    /// How many column updates a walk makes, given how many columns each source feeds.
+    fn updates(&self, fanout: &[usize]) -> usize {
+        self.changes
+            .iter()
+            .map(|&(_, source, _)| fanout[source as usize])
+            .sum()
+    }
+
+    /// Calls `visit` at each start with the first slot of every provisional column there, and
+    /// the columns whose slot differs from the previous start's (at the first start, all of
+    /// them). A start costs only its changes: a source's step reaches just the columns it
+    /// feeds, and those alone are folded again.
     fn walk(
         &self,
         columns: &[Column],
-        mut visit: impl FnMut(K, &[u32]) -> Result<(), Stop>,
+        mut visit: impl FnMut(K, &[u32], &[u32]) -> Result<(), Stop>,
     ) -> Result<(), Stop> {
-        let mut at = vec![0usize; self.steps.len()];
-        let mut value = vec![NONE; self.steps.len()];
-        let mut row = vec![NONE; columns.len()];
-        for &start in &self.starts {
-            for (source, steps) in self.steps.iter().enumerate() {
-                if steps.is_empty() {
+        let mut columns_of_source: Vec<Vec<u32>> = vec![Vec::new(); self.sources];
+        for (k, column) in columns.iter().enumerate() {
+            for &source in &column.sources {
+                columns_of_source[source].push(k as u32);
+            }
+        }
+        let mut value = vec![NONE; self.sources];
+        let fold = |column: &Column, value: &[u32]| {
+            column
+                .sources
+                .iter()
+                .map(|&s| value[s])
+                .fold(column.any_peer, u32::min)
+        };
+        let mut row: Vec<u32> = columns.iter().map(|c| fold(c, &value)).collect();
+        // `touched[k]` is the number of the start that last queued column `k` for folding.
+        let mut touched = vec![usize::MAX; columns.len()];
+        let mut queued: Vec<u32> = Vec::new();
+        let mut changed: Vec<u32> = Vec::new();
+        let mut rest = &self.changes[..];
+        let mut start = K::MIN;
+        for number in 0..self.starts {
+            let here = rest.partition_point(|&(at, _, _)| at == start);
+            for &(_, source, slot) in &rest[..here] {
+                let source = source as usize;
+                if std::mem::replace(&mut value[source], slot) == slot {
                     continue;
                 }
-                value[source] = *step_at(steps, &mut at[source], start);
+                for &k in &columns_of_source[source] {
+                    if std::mem::replace(&mut touched[k as usize], number) != number {
+                        queued.push(k);
+                    }
+                }
             }
-            for (cell, column) in row.iter_mut().zip(columns) {
-                *cell = column
-                    .sources
-                    .iter()
-                    .map(|&s| value[s])
-                    .fold(column.any_peer, u32::min);
+            rest = &rest[here..];
+            changed.clear();
+            if number == 0 {
+                changed.extend(0..columns.len() as u32);
             }
-            visit(start, &row)?;
+            for k in queued.drain(..) {
+                let slot = fold(&columns[k as usize], &value);
+                if std::mem::replace(&mut row[k as usize], slot) != slot && number != 0 {
+                    changed.push(k);
+                }
+            }
+            visit(start, &row, &changed)?;
+            if let Some(&(next, _, _)) = rest.first() {
+                start = next;
+            }
         }
         Ok(())
     }
@@ -758,6 +827,9 @@ struct Merge {
     /// Column of the table → the first provisional column merged into it.
     first: Vec<usize>,
     width: usize,
+    /// At most the number of distinct rows (see [`Merge::hashed`]): what every shape must
+    /// store at least, so that a shape past its limit by that alone is not walked.
+    rows_at_least: usize,
 }
 
 impl Merge {
@@ -772,19 +844,35 @@ impl Merge {
         let mut hashes = vec![0u64; columns.len()];
         let mut changes = vec![0usize; columns.len()];
         let mut previous = vec![NONE; columns.len()];
-        let mut mix = |row: &[u32]| {
-            for (k, &slot) in row.iter().enumerate() {
-                hashes[k] = (hashes[k].rotate_left(23) ^ u64::from(slot))
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Columns alike at every start change alike: each change is hashed with the number
+        // of its start.
+        let mut number = 0u64;
+        // Rows alike hash alike: the hash of a row is the XOR of its cells' hashes, kept up
+        // to date change by change. Rows that differ may collide, so the count of distinct
+        // hashes is at most the count of distinct rows.
+        let cell_hash = |k: usize, slot: u32| mix64(((k as u64) << 32) | u64::from(slot));
+        let mut row_hash = (0..columns.len()).fold(0, |h, k| h ^ cell_hash(k, NONE));
+        let mut row_hashes: ahash::AHashSet<u64> = ahash::AHashSet::new();
+        let mut mix = |row: &[u32], changed: &[u32]| {
+            for &k in changed {
+                let (k, slot) = (k as usize, row[k as usize]);
+                for word in [number, u64::from(slot)] {
+                    hashes[k] =
+                        (hashes[k].rotate_left(23) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                }
+                row_hash ^= cell_hash(k, previous[k]) ^ cell_hash(k, slot);
                 changes[k] += usize::from(previous[k] != slot);
                 previous[k] = slot;
             }
+            row_hashes.insert(row_hash);
+            number += 1;
             Ok(())
         };
         let walked = v4
-            .walk(columns, |_, row| mix(row))
-            .and_then(|()| v6.walk(columns, |_, row| mix(row)));
+            .walk(columns, |_, row, changed| mix(row, changed))
+            .and_then(|()| v6.walk(columns, |_, row, changed| mix(row, changed)));
         debug_assert!(walked.is_ok(), "hashing never stops");
+        let rows_at_least = row_hashes.len();
         let mut ids: Interner<u64> = Interner::default();
         let by_hash = Self::from_ids(hashes.into_iter().map(|h| ids.intern(h)).collect());
         let mut order: Vec<u32> = (0..by_hash.width as u32).collect();
@@ -793,17 +881,37 @@ impl Merge {
         for (r, &m) in order.iter().enumerate() {
             rank[m as usize] = r as u32;
         }
-        Self::from_ids(
-            by_hash
-                .of_column
-                .into_iter()
-                .map(|m| rank[m as usize])
-                .collect(),
-        )
+        Merge {
+            rows_at_least,
+            ..Self::from_ids(
+                by_hash
+                    .of_column
+                    .into_iter()
+                    .map(|m| rank[m as usize])
+                    .collect(),
+            )
+        }
     }
 
-    fn none(columns: usize) -> Merge {
-        Self::from_ids((0..columns as u32).collect())
+    /// No columns merged; the rows as `merge` counted them.
+    fn none(columns: usize, merge: &Merge) -> Merge {
+        Merge {
+            rows_at_least: merge.rows_at_least,
+            ..Self::from_ids((0..columns as u32).collect())
+        }
+    }
+
+    /// The fewest bytes `shape` can take: a cell per column of each distinct row if dense,
+    /// else a chunk number (at least two bytes) per chunk of each, and one chunk.
+    fn bytes_at_least(&self, shape: Shape, cell_bytes: usize) -> usize {
+        let width = self.width.max(1);
+        match shape {
+            Shape::Dense => self.rows_at_least * width * cell_bytes,
+            Shape::Chunked { shift } => {
+                let chunk_len = 1 << shift;
+                self.rows_at_least * width.div_ceil(chunk_len) * 2 + chunk_len * cell_bytes
+            }
+        }
     }
 
     fn from_ids(of_column: Vec<u32>) -> Merge {
@@ -816,6 +924,7 @@ impl Merge {
             of_column,
             first,
             width,
+            rows_at_least: 1,
         }
     }
 }
@@ -824,7 +933,9 @@ impl Merge {
 struct Runs {
     len: usize,
     flat: Vec<u32>,
-    number_of: HashMap<Box<[u32]>, u32>,
+    /// The numbers of the runs, found by the hash of their cells in `flat`.
+    numbers: hashbrown::HashTable<u32>,
+    hasher: ahash::RandomState,
 }
 
 impl Runs {
@@ -832,7 +943,8 @@ impl Runs {
         Runs {
             len,
             flat: Vec::new(),
-            number_of: HashMap::new(),
+            numbers: hashbrown::HashTable::new(),
+            hasher: ahash::RandomState::new(),
         }
     }
 
@@ -842,13 +954,21 @@ impl Runs {
 
     /// The number of `run`, and whether it is new (then it is stored).
     fn number(&mut self, run: &[u32]) -> (u32, bool) {
-        if let Some(&number) = self.number_of.get(run) {
-            return (number, false);
+        let hash = self.hasher.hash_one(run);
+        let (flat, len, hasher) = (&self.flat, self.len, &self.hasher);
+        let at = |number: u32| &flat[number as usize * len..][..len];
+        match self
+            .numbers
+            .entry(hash, |&n| at(n) == run, |&n| hasher.hash_one(at(n)))
+        {
+            hashbrown::hash_table::Entry::Occupied(entry) => (*entry.get(), false),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                let number = (flat.len() / len) as u32;
+                entry.insert(number);
+                self.flat.extend_from_slice(run);
+                (number, true)
+            }
         }
-        let number = self.count() as u32;
-        self.flat.extend_from_slice(run);
-        self.number_of.insert(run.into(), number);
-        (number, true)
     }
 }
 
@@ -882,6 +1002,9 @@ impl Table {
             let limit = best
                 .as_ref()
                 .map_or(limit, |b| limit.min(b.bytes().saturating_sub(1)));
+            if merge.bytes_at_least(shape, cell_bytes) > limit {
+                continue;
+            }
             match Table::new(shape, merge, inputs, cell_bytes, limit) {
                 Ok(table) if shape == Shape::Dense => return Ok(table),
                 Ok(table) => best = Some(table),
@@ -914,36 +1037,67 @@ impl Table {
             shape,
             chunks: Runs::new(chunk_len),
             rows: Runs::new(chunks_per_row),
-            v4_steps: Vec::with_capacity(v4.starts.len()),
-            v6_steps: Vec::with_capacity(v6.starts.len()),
+            v4_steps: Vec::with_capacity(v4.starts),
+            v6_steps: Vec::with_capacity(v6.starts),
             cell_bytes,
             limit,
         };
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); width];
+        for (k, &m) in merge.of_column.iter().enumerate() {
+            members[m as usize].push(k as u32);
+        }
+        // The row kept from start to start, changed only where columns change, so that a
+        // start costs its changes: chunks no change reached keep their numbers, unhashed.
         let mut padded = vec![NONE; chunks_per_row * chunk_len];
         let mut numbers = vec![0u32; chunks_per_row];
-        let mut row_id = |table: &mut Table, row: &[u32]| -> Result<u32, Stop> {
-            for (cell, &k) in padded.iter_mut().zip(&merge.first) {
-                *cell = row[k];
+        let mut checked = vec![usize::MAX; width];
+        let mut stale = vec![usize::MAX; chunks_per_row];
+        let mut stale_positions: Vec<usize> = Vec::new();
+        let mut visits = 0usize;
+        let mut last_row: Option<u32> = None;
+        let mut row_id = |table: &mut Table, row: &[u32], changed: &[u32]| -> Result<u32, Stop> {
+            let visit = visits;
+            visits += 1;
+            for &k in changed {
+                let m = merge.of_column[k as usize] as usize;
+                if merge.first[m] == k as usize {
+                    padded[m] = row[k as usize];
+                    let position = m / chunk_len;
+                    if std::mem::replace(&mut stale[position], visit) != visit {
+                        stale_positions.push(position);
+                    }
+                }
             }
-            if row
-                .iter()
-                .zip(&merge.of_column)
-                .any(|(&slot, &m)| padded[m as usize] != slot)
-            {
-                return Err(Stop::Collision);
+            // A merge holds while its columns change together and alike.
+            for &k in changed {
+                let m = merge.of_column[k as usize] as usize;
+                if std::mem::replace(&mut checked[m], visit) != visit
+                    && members[m].iter().any(|&j| row[j as usize] != padded[m])
+                {
+                    return Err(Stop::Collision);
+                }
             }
-            for (number, chunk) in numbers.iter_mut().zip(padded.chunks(chunk_len)) {
-                *number = table.chunk(chunk)?;
+            match last_row {
+                Some(id) if stale_positions.is_empty() => return Ok(id),
+                // The first row: every chunk, padding-only ones too.
+                None => stale_positions = (0..chunks_per_row).collect(),
+                Some(_) => {}
             }
-            table.row(&numbers)
+            for position in stale_positions.drain(..) {
+                let cells = &padded[position * chunk_len..][..chunk_len];
+                numbers[position] = table.chunk(cells)?;
+            }
+            let id = table.row(&numbers)?;
+            last_row = Some(id);
+            Ok(id)
         };
-        v4.walk(columns, |start, row| {
-            let id = row_id(&mut table, row)?;
+        v4.walk(columns, |start, row, changed| {
+            let id = row_id(&mut table, row, changed)?;
             table.v4_steps.push((start, id));
             Ok(())
         })?;
-        v6.walk(columns, |start, row| {
-            let id = row_id(&mut table, row)?;
+        v6.walk(columns, |start, row, changed| {
+            let id = row_id(&mut table, row, changed)?;
             table.v6_steps.push((start, id));
             Ok(())
         })?;
@@ -1225,6 +1379,55 @@ status: {podIP: 10.0.0.1}
         };
         for shape in SHAPES {
             assert!(matches!(slots_of(shape), Err(Stop::Collision)), "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn the_bytes_a_shape_takes_at_least_are_at_most_what_it_takes() {
+        for fold_budget in [0, usize::MAX] {
+            let classifier = layered(fold_budget);
+            let layers = [Layer::of(lookup(&classifier)).expect("addresses and ports only")];
+            let inputs = Inputs::of(&layers, &[vec![0]]);
+            let merge = Merge::hashed(&inputs);
+            for shape in SHAPES {
+                let table = Table::new(shape, &merge, &inputs, 2, usize::MAX).expect("no limit");
+                assert!(merge.bytes_at_least(shape, 2) <= table.bytes(), "{shape:?}");
+                if shape == Shape::Dense {
+                    // Without a collision of row hashes, the count is exact.
+                    assert_eq!(merge.rows_at_least, table.chunks.count());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_merge_of_columns_that_part_after_the_first_start_is_caught() {
+        let classifier = layered(0);
+        let layers = [Layer::of(lookup(&classifier)).expect("addresses and ports only")];
+        let inputs = Inputs::of(&layers, &[vec![0]]);
+        let mut rows: Vec<Vec<u32>> = Vec::new();
+        inputs
+            .v4
+            .walk(&inputs.columns, |_, row, _| {
+                rows.push(row.to_vec());
+                Ok(())
+            })
+            .expect("a walk without a table never stops");
+        let columns = inputs.columns.len();
+        let (a, b) = (0..columns)
+            .flat_map(|a| (a + 1..columns).map(move |b| (a, b)))
+            .find(|&(a, b)| rows[0][a] == rows[0][b] && rows.iter().any(|r| r[a] != r[b]))
+            .expect("two columns alike at 0.0.0.0 that differ further on");
+        // Column `b` claimed to be `a`, with every other column its own.
+        let ids = (0..columns as u32).map(|k| match k as usize {
+            k if k == b => a as u32,
+            k if k > b => k as u32 - 1,
+            k => k as u32,
+        });
+        let merge = Merge::from_ids(ids.collect());
+        for shape in SHAPES {
+            let built = Table::new(shape, &merge, &inputs, 2, usize::MAX).map(|_| ());
+            assert!(matches!(built, Err(Stop::Collision)), "{shape:?}");
         }
     }
 }
