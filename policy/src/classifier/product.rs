@@ -62,10 +62,11 @@ enum ChunkNumbers {
     Wide(Box<[u32]>),
 }
 
-/// How many column updates ([`Inputs::updates`]) a joint product's walks may make: each shape
-/// walks them all, and a table with many source-port classes has sources that feed many
-/// columns. fw1's 100k-rule tables make 6.8M and 7.3M; ipc1's (past the byte budget anyway)
-/// 459M, which took 11 s to find too big.
+/// How many column updates ([`Inputs::updates`]) a joint product's walks may make: each walk
+/// makes them, and a table with many source-port classes has sources that feed many columns.
+/// fw1's 100k-rule tables make 6.8M and 7.3M; ipc1's (past the byte budget anyway) 459M, which
+/// took 11 s to find too big. (A shape also rehashes the chunks those updates reach, a whole
+/// row for the dense shape; `Merge::bytes_at_least` skips a dense shape past its limit.)
 const JOINT_WORK: usize = 1 << 26;
 
 /// How the cells are laid out.
@@ -574,8 +575,8 @@ impl<'a> Layer<'a> {
 }
 
 impl Inputs {
-    /// How many times a walk ([`Family::walk`]) folds a provisional column again: for each
-    /// step of a source's map, the columns that source feeds.
+    /// At most how many times a walk ([`Family::walk`]) folds a provisional column again: for
+    /// each step of a source's map, the columns that source feeds.
     fn updates(&self) -> usize {
         let mut fanout = vec![0usize; self.v4.sources];
         for column in &self.columns {
@@ -738,14 +739,14 @@ impl<K: Key> Family<K> {
             .flat_map(|(source, m)| m.steps().map(move |(start, slot)| (start, source, slot)))
             .collect();
         changes.sort_unstable_by_key(|&(start, source, _)| (start, source));
-        let mut starts: Vec<K> = std::iter::once(K::MIN)
-            .chain(changes.iter().map(|&(start, _, _)| start))
-            .collect();
-        starts.dedup();
+        let first = changes.first().map(|&(start, _, _)| start);
+        let starts = usize::from(first != Some(K::MIN))
+            + usize::from(first.is_some())
+            + changes.windows(2).filter(|w| w[0].0 != w[1].0).count();
         Family {
             changes,
             sources: maps.len(),
-            starts: starts.len(),
+            starts,
         }
     }
 
@@ -816,6 +817,7 @@ impl<K: Key> Family<K> {
                 start = next;
             }
         }
+        debug_assert!(rest.is_empty(), "every change applied");
         Ok(())
     }
 }
@@ -893,7 +895,8 @@ impl Merge {
         }
     }
 
-    /// No columns merged; the rows as `merge` counted them.
+    /// No columns merged, for the retry after a collision; the rows as `merge` counted them
+    /// (merging does not change how many distinct rows there are).
     fn none(columns: usize, merge: &Merge) -> Merge {
         Merge {
             rows_at_least: merge.rows_at_least,
@@ -906,10 +909,13 @@ impl Merge {
     fn bytes_at_least(&self, shape: Shape, cell_bytes: usize) -> usize {
         let width = self.width.max(1);
         match shape {
-            Shape::Dense => self.rows_at_least * width * cell_bytes,
+            Shape::Dense => self.rows_at_least.saturating_mul(width * cell_bytes),
             Shape::Chunked { shift } => {
                 let chunk_len = 1 << shift;
-                self.rows_at_least * width.div_ceil(chunk_len) * 2 + chunk_len * cell_bytes
+                let numbers = self
+                    .rows_at_least
+                    .saturating_mul(width.div_ceil(chunk_len) * 2);
+                numbers.saturating_add(chunk_len * cell_bytes)
             }
         }
     }
