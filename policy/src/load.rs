@@ -115,21 +115,27 @@ impl Loader {
 
     fn document(&mut self, value: Value, at: Location) {
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
-        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
-            let Some(items) = value.get("items").and_then(Value::as_sequence) else {
-                self.diags.error(at.at("items"), Problem::Required);
-                return;
-            };
-            for (i, item) in items.iter().enumerate() {
-                let item_at = Location {
-                    item: Some(i),
-                    ..at.clone()
-                };
-                self.object(item.clone(), item_at);
-            }
+        let is_list = kind == "List" || kind.ends_with("List") && value.get("items").is_some();
+        if !is_list {
+            self.object(value, at);
             return;
         }
-        self.object(value, at);
+        // Moved out, not copied: `kubectl get -o yaml` writes every object into one list.
+        let items = match value {
+            Value::Mapping(mut list) => list.remove("items"),
+            _ => None,
+        };
+        let Some(Value::Sequence(items)) = items else {
+            self.diags.error(at.at("items"), Problem::Required);
+            return;
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let item_at = Location {
+                item: Some(i),
+                ..at.clone()
+            };
+            self.object(item, item_at);
+        }
     }
 
     fn object(&mut self, value: Value, mut at: Location) {
@@ -394,6 +400,31 @@ spec: {podSelector: {}}
         assert_eq!(
             cluster.inventory.namespace_labels("x")["kubernetes.io/metadata.name"],
             "x"
+        );
+    }
+
+    #[test]
+    fn a_list_without_a_list_of_items_is_an_error_and_items_are_located() {
+        for items in ["", "items: {a: 1}\n"] {
+            let err = load_one(&format!("apiVersion: v1\nkind: List\n{items}")).unwrap_err();
+            assert_eq!(
+                err.errors[0].location.to_string(),
+                "test.yaml: document 0: items"
+            );
+            assert_eq!(err.errors[0].problem, Problem::Required);
+        }
+        let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, \
+                    metadata: {name: x}}\n- {apiVersion: networking.k8s.io/v1, kind: \
+                    NetworkPolicy, metadata: {name: a, namespace: x}, spec: {bogus: 1}}\n";
+        let err = load_one(text).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(
+            err.errors[0]
+                .location
+                .to_string()
+                .starts_with("test.yaml: document 0 items[1]: NetworkPolicy x/a: spec"),
+            "{}",
+            err.errors[0].location
         );
     }
 
