@@ -18,6 +18,7 @@
 pub mod classbench;
 pub mod compile;
 pub mod decide;
+pub mod heap;
 mod model;
 pub mod names;
 pub mod rng;

@@ -1,7 +1,9 @@
 //! For each ClassBench list: rules, what the conversion approximated, and what the converted
 //! GlobalNetworkPolicy costs podwall to build — manifest size, `policy::load` and
-//! `Classifier::compile` time, and the compiled classifier's heap (`Stats::heap_bytes`) per
-//! rule. Prints a Markdown table; progress goes to stderr.
+//! `Classifier::compile` time, the peak heap while it loads and compiles the list (live heap
+//! bytes above those before, counted by [`bench::heap::Counting`]), and the compiled
+//! classifier's heap (`Stats::heap_bytes`) per rule. Prints a Markdown table; progress goes to
+//! stderr.
 //!
 //! ```text
 //! cargo run --release -p podwall-bench --bin classbench_report
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use bench::classbench::build;
 use bench::classbench::data::{list_name, read_rules, seeds_or_all, SIZES};
+use bench::heap;
 use clap::Parser;
 
 /// Build time and memory of podwall's classifier for ClassBench lists converted to Calico.
@@ -29,6 +32,9 @@ struct Options {
     sizes: Option<Vec<usize>>,
 }
 
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 fn main() -> ExitCode {
     bench::exit_with(report(Options::parse()))
 }
@@ -38,22 +44,25 @@ fn report(options: Options) -> Result<()> {
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \
-         load | compile | load + compile | slots | products (chunked) | heap | bytes per rule |"
+         load | compile | load + compile | peak heap | slots | products (chunked) | heap | \
+         bytes per rule |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
             eprintln!("{list}: loading and compiling …");
             let rules = read_rules(seed, size)?;
+            let before = heap::start();
             let built = build(&list, &rules).with_context(|| list.clone())?;
+            let peak = heap::peak_since(before);
             let c = &built.conversion;
             let stats = built.classifier.stats();
             let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
             let total = built.load + built.compile;
             println!(
-                "| {list} | {} | {} | {} | {} | {:.1} MiB | {:.2} s | {:.2} s | {:.2} s | {} | \
-                 {} ({}) | {:.1} MiB | {:.0} |",
+                "| {list} | {} | {} | {} | {} | {:.1} MiB | {:.2} s | {:.2} s | {:.2} s | \
+                 {:.0} MiB | {} | {} ({}) | {:.1} MiB | {:.0} |",
                 rules.len(),
                 c.approximated,
                 c.narrowed,
@@ -62,6 +71,7 @@ fn report(options: Options) -> Result<()> {
                 built.load.as_secs_f64(),
                 built.compile.as_secs_f64(),
                 total.as_secs_f64(),
+                mib(peak),
                 stats.slots,
                 stats.product_tables,
                 stats.chunked_product_tables,
