@@ -478,6 +478,8 @@ pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
 /// column each port of each protocol falls in, and the address maps of both families.
 struct Inputs {
     columns: Vec<Column>,
+    /// Source → the provisional columns it feeds (by number).
+    columns_of_source: Vec<Vec<u32>>,
     parts: Vec<PartKeys>,
     v4: Family<u32>,
     v6: Family<u128>,
@@ -578,13 +580,7 @@ impl Inputs {
     /// At most how many times a walk ([`Family::walk`]) folds a provisional column again: for
     /// each step of a source's map, the columns that source feeds.
     fn updates(&self) -> usize {
-        let mut fanout = vec![0usize; self.v4.sources];
-        for column in &self.columns {
-            for &source in &column.sources {
-                fanout[source] += 1;
-            }
-        }
-        self.v4.updates(&fanout) + self.v6.updates(&fanout)
+        self.v4.updates(&self.columns_of_source) + self.v6.updates(&self.columns_of_source)
     }
 
     /// The inputs of `parts`, each the layers whose lower first slot it answers.
@@ -676,8 +672,15 @@ impl Inputs {
             .map(|s| s.addresses.as_ref().map(|a| a.map.v6()))
             .collect();
         let (v4, v6) = (Family::new(&v4), Family::new(&v6));
+        let mut columns_of_source: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
+        for (k, column) in columns.iter().enumerate() {
+            for &source in &column.sources {
+                columns_of_source[source].push(k as u32);
+            }
+        }
         Inputs {
             columns,
+            columns_of_source,
             parts,
             v4,
             v6,
@@ -724,8 +727,6 @@ enum Stop {
 struct Family<K> {
     /// (start, source, first slot from there on), by start.
     changes: Vec<(K, u32, u32)>,
-    /// How many sources there are (with an address condition or not).
-    sources: usize,
     /// How many distinct starts there are, `K::MIN` always among them.
     starts: usize,
 }
@@ -743,18 +744,14 @@ impl<K: Key> Family<K> {
         let starts = usize::from(first != Some(K::MIN))
             + usize::from(first.is_some())
             + changes.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        Family {
-            changes,
-            sources: maps.len(),
-            starts,
-        }
+        Family { changes, starts }
     }
 
-    /// How many column updates a walk makes, given how many columns each source feeds.
-    fn updates(&self, fanout: &[usize]) -> usize {
+    /// How many column updates a walk makes, given the columns each source feeds.
+    fn updates(&self, columns_of_source: &[Vec<u32>]) -> usize {
         self.changes
             .iter()
-            .map(|&(_, source, _)| fanout[source as usize])
+            .map(|&(_, source, _)| columns_of_source[source as usize].len())
             .sum()
     }
 
@@ -765,15 +762,10 @@ impl<K: Key> Family<K> {
     fn walk(
         &self,
         columns: &[Column],
+        columns_of_source: &[Vec<u32>],
         mut visit: impl FnMut(K, &[u32], &[u32]) -> Result<(), Stop>,
     ) -> Result<(), Stop> {
-        let mut columns_of_source: Vec<Vec<u32>> = vec![Vec::new(); self.sources];
-        for (k, column) in columns.iter().enumerate() {
-            for &source in &column.sources {
-                columns_of_source[source].push(k as u32);
-            }
-        }
-        let mut value = vec![NONE; self.sources];
+        let mut value = vec![NONE; columns_of_source.len()];
         let fold = |column: &Column, value: &[u32]| {
             column
                 .sources
@@ -826,8 +818,8 @@ impl<K: Key> Family<K> {
 struct Merge {
     /// Provisional column → column of the table.
     of_column: Vec<u32>,
-    /// Column of the table → the first provisional column merged into it.
-    first: Vec<usize>,
+    /// Column of the table → the provisional columns merged into it, in order.
+    members: Vec<Vec<u32>>,
     width: usize,
     /// At most the number of distinct rows (see [`Merge::hashed`]): what every shape must
     /// store at least, so that a shape past its limit by that alone is not walked.
@@ -842,7 +834,8 @@ impl Merge {
     /// the next) to the most changing, so that the chunks of steady columns repeat from row
     /// to row and the chunked shape stores them once.
     fn hashed(inputs: &Inputs) -> Merge {
-        let (columns, v4, v6) = (&inputs.columns, &inputs.v4, &inputs.v6);
+        let (columns, of_source) = (&inputs.columns, &inputs.columns_of_source);
+        let (v4, v6) = (&inputs.v4, &inputs.v6);
         let mut hashes = vec![0u64; columns.len()];
         let mut changes = vec![0usize; columns.len()];
         let mut previous = vec![NONE; columns.len()];
@@ -871,14 +864,14 @@ impl Merge {
             Ok(())
         };
         let walked = v4
-            .walk(columns, |_, row, changed| mix(row, changed))
-            .and_then(|()| v6.walk(columns, |_, row, changed| mix(row, changed)));
+            .walk(columns, of_source, |_, row, changed| mix(row, changed))
+            .and_then(|()| v6.walk(columns, of_source, |_, row, changed| mix(row, changed)));
         debug_assert!(walked.is_ok(), "hashing never stops");
         let rows_at_least = row_hashes.len();
         let mut ids: Interner<u64> = Interner::default();
         let by_hash = Self::from_ids(hashes.into_iter().map(|h| ids.intern(h)).collect());
         let mut order: Vec<u32> = (0..by_hash.width as u32).collect();
-        order.sort_by_key(|&m| (changes[by_hash.first[m as usize]], m));
+        order.sort_by_key(|&m| (changes[by_hash.members[m as usize][0] as usize], m));
         let mut rank = vec![0u32; order.len()];
         for (r, &m) in order.iter().enumerate() {
             rank[m as usize] = r as u32;
@@ -922,13 +915,13 @@ impl Merge {
 
     fn from_ids(of_column: Vec<u32>) -> Merge {
         let width = of_column.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut first = vec![usize::MAX; width];
-        for (k, &m) in of_column.iter().enumerate().rev() {
-            first[m as usize] = k;
+        let mut members = vec![Vec::new(); width];
+        for (k, &m) in of_column.iter().enumerate() {
+            members[m as usize].push(k as u32);
         }
         Merge {
             of_column,
-            first,
+            members,
             width,
             rows_at_least: 1,
         }
@@ -1032,7 +1025,8 @@ impl Table {
             // Port tables hold `u16` columns; so many port classes are past any budget anyway.
             return Err(Stop::Budget);
         }
-        let (columns, v4, v6) = (&inputs.columns, &inputs.v4, &inputs.v6);
+        let (columns, of_source) = (&inputs.columns, &inputs.columns_of_source);
+        let (v4, v6) = (&inputs.v4, &inputs.v6);
         let width = merge.width.max(1);
         let chunk_len = match shape {
             Shape::Dense => width,
@@ -1048,10 +1042,6 @@ impl Table {
             cell_bytes,
             limit,
         };
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); width];
-        for (k, &m) in merge.of_column.iter().enumerate() {
-            members[m as usize].push(k as u32);
-        }
         // The row kept from start to start, changed only where columns change, so that a
         // start costs its changes: chunks no change reached keep their numbers, unhashed.
         let mut padded = vec![NONE; chunks_per_row * chunk_len];
@@ -1066,7 +1056,7 @@ impl Table {
             visits += 1;
             for &k in changed {
                 let m = merge.of_column[k as usize] as usize;
-                if merge.first[m] == k as usize {
+                if merge.members[m][0] == k {
                     padded[m] = row[k as usize];
                     let position = m / chunk_len;
                     if std::mem::replace(&mut stale[position], visit) != visit {
@@ -1078,7 +1068,9 @@ impl Table {
             for &k in changed {
                 let m = merge.of_column[k as usize] as usize;
                 if std::mem::replace(&mut checked[m], visit) != visit
-                    && members[m].iter().any(|&j| row[j as usize] != padded[m])
+                    && merge.members[m]
+                        .iter()
+                        .any(|&j| row[j as usize] != padded[m])
                 {
                     return Err(Stop::Collision);
                 }
@@ -1097,12 +1089,12 @@ impl Table {
             last_row = Some(id);
             Ok(id)
         };
-        v4.walk(columns, |start, row, changed| {
+        v4.walk(columns, of_source, |start, row, changed| {
             let id = row_id(&mut table, row, changed)?;
             table.v4_steps.push((start, id));
             Ok(())
         })?;
-        v6.walk(columns, |start, row, changed| {
+        v6.walk(columns, of_source, |start, row, changed| {
             let id = row_id(&mut table, row, changed)?;
             table.v6_steps.push((start, id));
             Ok(())
@@ -1414,7 +1406,7 @@ status: {podIP: 10.0.0.1}
         let mut rows: Vec<Vec<u32>> = Vec::new();
         inputs
             .v4
-            .walk(&inputs.columns, |_, row, _| {
+            .walk(&inputs.columns, &inputs.columns_of_source, |_, row, _| {
                 rows.push(row.to_vec());
                 Ok(())
             })
