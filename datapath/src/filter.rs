@@ -11,15 +11,16 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 use policy::published::Generation;
-use policy::{Decision, Direction, PodId, Published};
+use policy::{Decision, Direction, PodId, Published, Query};
 
+use crate::ahead::{Ahead, Asked};
 use crate::checksum::complete_partial_l4_checksum;
 use crate::counters::{bump, AttachmentCounters};
 use crate::flow_table::{
     ExistingConnections, FlowConfig, FlowDirection, FlowKey, FlowTable, Lookup,
     Verdict as FlowVerdict,
 };
-use crate::frame::{self, Frame, Icmp, Packet};
+use crate::frame::{self, Frame, Icmp, Packet, TcpFlags};
 use crate::port::{Framing, Judge, Side, Verdict};
 
 /// How the filter treats connections and checksums.
@@ -32,6 +33,9 @@ pub struct FilterConfig {
     /// How many flow-table slots to sweep per batch at most (an idle worker sweeps this many;
     /// a busy one only what the table's sweep pace asks, see `FlowTable::expire_paced`).
     pub expiry_budget: usize,
+    /// Decide a batch's new connections together, before judging it, where the classifier
+    /// interleaves lookups (see [`crate::ahead`]). Off: each is decided when it is judged.
+    pub decide_ahead: bool,
 }
 
 impl Default for FilterConfig {
@@ -40,6 +44,7 @@ impl Default for FilterConfig {
             flows: FlowConfig::default(),
             complete_checksums: true,
             expiry_budget: 64,
+            decide_ahead: true,
         }
     }
 }
@@ -61,6 +66,9 @@ pub struct Filter {
     /// Local pod addresses → attachment, for routed ports.
     local_addresses: AHashMap<IpAddr, u32>,
     flows: FlowTable,
+    ahead: Ahead,
+    /// `config.decide_ahead`, where the current classifier interleaves lookups.
+    ahead_enabled: bool,
     counters: Arc<[AttachmentCounters]>,
     config: FilterConfig,
     start: Instant,
@@ -82,12 +90,14 @@ impl Filter {
             pod_ids: Vec::new(),
             local_addresses: AHashMap::new(),
             flows: FlowTable::new(config.flows)?,
+            ahead: Ahead::default(),
+            ahead_enabled: false,
             counters,
             config,
             start: Instant::now(),
             now: 0,
         };
-        filter.resolve_pods();
+        filter.adopt_current();
         Ok(filter)
     }
 
@@ -97,9 +107,10 @@ impl Filter {
     /// room by itself); an idle one sweeps the whole budget.
     pub fn tick(&mut self, handled: usize) {
         self.now = self.start.elapsed().as_nanos() as u64;
+        self.ahead.clear();
         if self.published.load().number != self.current.number {
             self.current = self.published.load_full();
-            self.resolve_pods();
+            self.adopt_current();
         }
         match handled {
             0 => {
@@ -115,7 +126,11 @@ impl Filter {
         self.current.number
     }
 
-    fn resolve_pods(&mut self) {
+    /// What the filter takes from the current generation: its pods, their addresses, and
+    /// whether to decide ahead.
+    fn adopt_current(&mut self) {
+        self.ahead_enabled =
+            self.config.decide_ahead && self.current.classifier.interleaves_lookups();
         let inventory = &self.current.classifier.cluster().inventory;
         self.local_addresses.clear();
         // An attachment named by an address is a host outside the cluster (routed ports attach
@@ -161,29 +176,59 @@ impl Filter {
     }
 
     /// The policy verdict for `packet` at `attachment`, as the first packet of its connection;
-    /// with `log`, also the log line of a Log rule it meets.
+    /// with `log`, also the log line of a Log rule it meets. Takes the answer decided ahead for
+    /// this batch where there is one.
     fn decide(
-        &self,
+        &mut self,
         attachment: u32,
         direction: Direction,
         packet: &Packet,
         log: bool,
     ) -> Decision {
-        let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
-            return Decision::NotIsolated;
+        let asked = Asked::of(attachment, direction, packet);
+        // An answer taken ahead was asked of the same pod and peer.
+        let (decided, pod, peer) = match self.ahead.answer(&asked) {
+            Some((decided, query)) => (decided, query.pod, query.peer),
+            None => {
+                let Some((pod, peer)) = self.policy_party(attachment, direction, packet) else {
+                    return Decision::NotIsolated;
+                };
+                let query = classifier_query(pod, peer, direction, packet);
+                (self.current.classifier.decide_query(&query), pod, peer)
+            }
         };
-        let decided = self.current.classifier.decide(
-            pod,
-            direction,
-            peer,
-            packet.protocol,
-            packet.classifier_port(),
-            packet.classifier_source_port(),
-        );
+        self.ahead.count_decided();
         if log {
             self.log_if_asked(attachment, (pod, peer), direction, packet, decided);
         }
         decided
+    }
+
+    /// Where the classifier interleaves lookups: the frames of this batch that the flow table
+    /// will not answer, decided together (see [`crate::ahead`]).
+    fn decide_ahead(&mut self) {
+        let seen = self.ahead.take_seen();
+        let generation = self.current.number;
+        for &(attachment, direction, packet) in &seen {
+            let lookup = self
+                .flows
+                .peek(&flow_key(attachment, &packet), self.now, generation);
+            let Some((direction, packet)) = to_decide(lookup, direction, &packet) else {
+                continue;
+            };
+            // Not isolated, or talking to itself: no lookup to make.
+            if let Some((pod, peer)) = self.policy_party(attachment, direction, &packet) {
+                let query = classifier_query(pod, peer, direction, &packet);
+                self.ahead
+                    .ask(Asked::of(attachment, direction, &packet), query);
+            }
+        }
+        self.ahead.decide(&self.current.classifier, seen);
+    }
+
+    /// Answers taken ahead and used since the filter started.
+    pub fn decided_ahead(&self) -> u64 {
+        self.ahead.used()
     }
 
     /// Writes the log line of a new connection of `party` (its pod and peer) that meets a
@@ -227,11 +272,7 @@ impl Filter {
         packet: &Packet,
         bytes: u32,
     ) -> Verdict {
-        let counters = &self.counters[attachment as usize];
-        let direction = match side {
-            Side::Pod => Direction::Egress,
-            Side::Node => Direction::Ingress,
-        };
+        let direction = direction_of(side);
         let generation = self.current.number;
         if let Some(Icmp::Error { embedded, .. }) = packet.icmp {
             // An ICMP error passes only when it is about a connection this attachment allowed.
@@ -246,38 +287,27 @@ impl Filter {
             return match self.flows.peek(&key, self.now, generation) {
                 Lookup::Hit { verdict, .. } if verdict.allows() => Verdict::Forward,
                 _ => {
-                    bump(&counters.icmp_unrelated);
+                    bump(&self.counters[attachment as usize].icmp_unrelated);
                     Verdict::Drop
                 }
             };
         }
         let key = flow_key(attachment, packet);
         let flags = packet.tcp_flags;
-        let decided = match self.flows.lookup(&key, flags, bytes, self.now, generation) {
+        let lookup = self.flows.lookup(&key, flags, bytes, self.now, generation);
+        let decided = match lookup {
             Lookup::Hit { verdict, .. } => return forward_if(verdict.allows()),
             Lookup::Miss => self.decide(attachment, direction, packet, true),
             // A known connection decided under an older policy: decide it again as its
             // initiator opened it.
             Lookup::Stale {
-                direction: FlowDirection::Original,
-            } => self.decide(attachment, direction, packet, false),
-            Lookup::Stale {
-                direction: FlowDirection::Reply,
+                direction: flow_direction,
             } => {
-                let original = Packet {
-                    src: packet.dst,
-                    dst: packet.src,
-                    src_port: packet.dst_port,
-                    dst_port: packet.src_port,
-                    icmp: match packet.icmp {
-                        Some(Icmp::EchoReply { id, code }) => Some(Icmp::EchoRequest { id, code }),
-                        other => other,
-                    },
-                    ..*packet
-                };
-                self.decide(attachment, opposite(direction), &original, false)
+                let (opened, original) = as_opened(flow_direction, direction, packet);
+                self.decide(attachment, opened, &original, false)
             }
         };
+        let counters = &self.counters[attachment as usize];
         let allowed = decided.allows();
         let d = direction.index();
         if allowed {
@@ -300,10 +330,11 @@ impl Filter {
     }
 }
 
-/// The flow key of a plain IPv4 or IPv6 TCP, UDP or SCTP frame, read at fixed offsets without
-/// validation: only a hint for prefetching (anything else, or anything odd, gets `None`; the
-/// frame is parsed properly when it is judged).
-fn quick_flow_key(attachment: u32, framing: Framing, frame: &[u8]) -> Option<FlowKey> {
+/// The addresses, protocol and ports of a plain IPv4 or IPv6 TCP, UDP or SCTP frame, read at
+/// fixed offsets without validation: only a hint, for prefetching and for deciding ahead
+/// (anything else, or anything odd, gets `None`; the frame is parsed properly when it is
+/// judged). The other fields are left empty.
+fn quick_packet(framing: Framing, frame: &[u8]) -> Option<Packet> {
     let ip = match framing {
         Framing::Ethernet => {
             let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
@@ -331,16 +362,69 @@ fn quick_flow_key(attachment: u32, framing: Framing, frame: &[u8]) -> Option<Flo
     if !matches!(protocol, 6 | 17 | 132) {
         return None;
     }
-    let src_port = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
-    let dst_port = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
-    Some(FlowKey::new(
-        attachment,
-        policy::Protocol(protocol),
+    Some(Packet {
         src,
-        src_port,
         dst,
-        dst_port,
-    ))
+        protocol: policy::Protocol(protocol),
+        src_port: u16::from_be_bytes([*l4.first()?, *l4.get(1)?]),
+        dst_port: u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]),
+        tcp_flags: TcpFlags::default(),
+        icmp: None,
+        l3_offset: 0,
+        l4_offset: 0,
+        l4_len: 0,
+    })
+}
+
+/// What deciding a packet that the flow table answered `lookup` for means: the direction
+/// and packet to decide (`None`: a hit, nothing to decide). A miss is a new connection; a
+/// known connection decided under an older policy is decided as its initiator opened it.
+fn to_decide(lookup: Lookup, direction: Direction, packet: &Packet) -> Option<(Direction, Packet)> {
+    match lookup {
+        Lookup::Hit { .. } => None,
+        Lookup::Miss => Some((direction, *packet)),
+        Lookup::Stale {
+            direction: flow_direction,
+        } => Some(as_opened(flow_direction, direction, packet)),
+    }
+}
+
+/// A packet of a known connection travelling `direction`, as the connection's initiator sent
+/// it: itself if it goes the `Original` way, else with its ends swapped.
+fn as_opened(
+    flow_direction: FlowDirection,
+    direction: Direction,
+    packet: &Packet,
+) -> (Direction, Packet) {
+    match flow_direction {
+        FlowDirection::Original => (direction, *packet),
+        FlowDirection::Reply => {
+            let original = Packet {
+                src: packet.dst,
+                dst: packet.src,
+                src_port: packet.dst_port,
+                dst_port: packet.src_port,
+                icmp: match packet.icmp {
+                    Some(Icmp::EchoReply { id, code }) => Some(Icmp::EchoRequest { id, code }),
+                    other => other,
+                },
+                ..*packet
+            };
+            (opposite(direction), original)
+        }
+    }
+}
+
+/// The classifier's question for `packet` of `pod` travelling `direction` with `peer`.
+fn classifier_query(pod: PodId, peer: IpAddr, direction: Direction, packet: &Packet) -> Query {
+    Query {
+        pod,
+        direction,
+        peer,
+        protocol: packet.protocol,
+        port: packet.classifier_port(),
+        source_port: packet.classifier_source_port(),
+    }
 }
 
 fn forward_if(allowed: bool) -> Verdict {
@@ -348,6 +432,21 @@ fn forward_if(allowed: bool) -> Verdict {
         Verdict::Forward
     } else {
         Verdict::Drop
+    }
+}
+
+fn parse(framing: Framing, bytes: &[u8]) -> Result<Frame, frame::DropReason> {
+    match framing {
+        Framing::Ethernet => frame::parse(bytes),
+        Framing::Ip => frame::parse_ip(bytes),
+    }
+}
+
+/// Frames from the pod leave it (egress); frames from the node arrive at it (ingress).
+fn direction_of(side: Side) -> Direction {
+    match side {
+        Side::Pod => Direction::Egress,
+        Side::Node => Direction::Ingress,
     }
 }
 
@@ -375,14 +474,19 @@ fn flow_key(attachment: u32, packet: &Packet) -> FlowKey {
 }
 
 impl Judge for Filter {
-    fn prefetch(&mut self, attachment: u32, _side: Side, framing: Framing, frame: &[u8]) {
-        if let Some(key) = quick_flow_key(attachment, framing, frame) {
-            self.flows.prefetch_slot(&key);
+    fn prefetch(&mut self, attachment: u32, side: Side, framing: Framing, frame: &[u8]) {
+        let collects = self.ahead.collects(self.ahead_enabled);
+        if let Some(packet) = quick_packet(framing, frame) {
+            self.flows.prefetch_slot(&flow_key(attachment, &packet));
+            if collects {
+                self.ahead.see(attachment, direction_of(side), packet);
+            }
         }
     }
 
     fn prefetch_batch(&mut self) {
         self.flows.prefetch_entries();
+        self.decide_ahead();
     }
 
     fn judge(
@@ -392,11 +496,7 @@ impl Judge for Filter {
         framing: Framing,
         bytes: &mut [u8],
     ) -> Verdict {
-        let parsed = match framing {
-            Framing::Ethernet => frame::parse(bytes),
-            Framing::Ip => frame::parse_ip(bytes),
-        };
-        let verdict = match parsed {
+        let verdict = match parse(framing, bytes) {
             Err(reason) => {
                 bump(&self.counters[attachment as usize].malformed[reason.index()]);
                 Verdict::Drop

@@ -2,6 +2,7 @@
 //! and the forwarding loop. All `unsafe` of the project lives in its port modules; everything
 //! else here is safe and testable without root.
 
+mod ahead;
 pub mod checksum;
 pub mod counters;
 pub mod filter;

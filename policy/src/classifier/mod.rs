@@ -902,6 +902,13 @@ impl Classifier {
             .is_some_and(|chain| chain.tables().any(test))
     }
 
+    /// Whether [`Classifier::decide_each`] interleaves any lookups: some table is large enough
+    /// that its lookups wait on memory. Otherwise it decides one query after another, exactly
+    /// as `decide` would, and asking in groups gains nothing.
+    pub fn interleaves_lookups(&self) -> bool {
+        self.has_staged_products
+    }
+
     /// Whether any rule for any pod looks at the source port (Calico `source` ports).
     pub fn matches_source_ports(&self) -> bool {
         self.chains
