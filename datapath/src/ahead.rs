@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use policy::{Classifier, Decision, Direction, Protocol, Query};
 
 use crate::frame::Packet;
+use crate::port::Side;
 
 /// What a decision depends on: the attachment, the direction, and what the classifier reads
 /// of the packet as its connection's initiator sent it. Two packets alike in these get the
@@ -47,13 +48,13 @@ impl Asked {
     }
 }
 
-/// Connections decided per batch, below which asking the next batch ahead is not worth its
-/// parse and flow-table peek per frame: one lookup has nothing to overlap with.
+/// Connections decided per batch, below which asking ahead is not worth it: one lookup has
+/// nothing to overlap with.
 const WORTH_IT: usize = 2;
 
 #[derive(Debug, Default)]
 pub(crate) struct Ahead {
-    /// The frames of the batch being prefetched, parsed.
+    /// The frames of the batch being prefetched, read roughly.
     seen: Vec<(u32, Direction, Packet)>,
     asked: Vec<Asked>,
     queries: Vec<Query>,
@@ -61,25 +62,36 @@ pub(crate) struct Ahead {
     /// Where the next stored answer is likely to be: frames are judged in the order they were
     /// prefetched.
     next: usize,
-    /// Whether the frames of the batch being prefetched are parsed for decisions ahead.
+    /// Whether the frames of the batch being prefetched are read for decisions ahead.
     collecting: bool,
     /// Whether a batch's prefetch has begun and its decisions ahead are not yet taken.
     batch_open: bool,
-    /// Connections decided since the last batch's prefetch began.
-    decided: usize,
+    /// Connections decided since the last batch of each source began, by
+    /// [`Ahead::source`]: a port's batches alternate between its two sides and its links, and
+    /// a flood of new connections on one side is answered by hits on the other.
+    decided: Vec<u32>,
     /// Answers taken ahead and used (for tests and diagnostics).
     used: u64,
 }
 
 impl Ahead {
-    /// Whether to parse the frame being prefetched, deciding at the first frame of a batch
-    /// whether this batch collects: only when `enabled` and the last batch decided enough
-    /// connections.
-    pub fn collects(&mut self, enabled: bool) -> bool {
+    /// Where a batch comes from: its attachment and side, as an index.
+    pub fn source(attachment: u32, side: Side) -> usize {
+        attachment as usize * 2
+            + match side {
+                Side::Pod => 0,
+                Side::Node => 1,
+            }
+    }
+
+    /// Whether to read the frame being prefetched, deciding at the first frame of a batch
+    /// whether this batch collects: only when `enabled` and the last batch from the same
+    /// `source` decided enough connections.
+    pub fn collects(&mut self, enabled: bool, source: usize) -> bool {
         if !self.batch_open {
             self.batch_open = true;
-            self.collecting = enabled && self.decided >= WORTH_IT;
-            self.decided = 0;
+            let decided = self.decided.get_mut(source).map_or(0, std::mem::take);
+            self.collecting = enabled && decided as usize >= WORTH_IT;
             self.seen.clear();
         }
         self.collecting
@@ -100,17 +112,23 @@ impl Ahead {
         std::mem::take(&mut self.seen)
     }
 
-    /// Records that `asked` will need the classifier's answer to `query`.
+    /// Records that `asked` will need the classifier's answer to `query`. A burst of one
+    /// connection's packets is asked once.
     pub fn ask(&mut self, asked: Asked, query: Query) {
-        self.asked.push(asked);
-        self.queries.push(query);
+        if self.asked.last() != Some(&asked) {
+            self.asked.push(asked);
+            self.queries.push(query);
+        }
     }
 
     /// Answers every query asked, together; `seen` is the buffer [`Ahead::take_seen`] gave.
     pub fn decide(&mut self, classifier: &Classifier, mut seen: Vec<(u32, Direction, Packet)>) {
         seen.clear();
         self.seen = seen;
-        if self.queries.is_empty() {
+        if self.queries.len() < WORTH_IT {
+            // Decided as judged: one lookup alone gains nothing from a group.
+            self.asked.clear();
+            self.queries.clear();
             return;
         }
         self.answers
@@ -128,10 +146,13 @@ impl Ahead {
         Some((self.answers[at], &self.queries[at]))
     }
 
-    /// Counts a connection decided, ahead or not: what the next batch's [`Ahead::collects`]
-    /// goes by.
-    pub fn count_decided(&mut self) {
-        self.decided += 1;
+    /// Counts a connection decided, ahead or not, for a frame from `source`: what the next
+    /// batch's [`Ahead::collects`] from there goes by.
+    pub fn count_decided(&mut self, source: usize) {
+        if self.decided.len() <= source {
+            self.decided.resize(source + 1, 0);
+        }
+        self.decided[source] = self.decided[source].saturating_add(1);
     }
 
     /// Forgets everything: the classifier or the pods may change next.

@@ -197,7 +197,6 @@ impl Filter {
                 (self.current.classifier.decide_query(&query), pod, peer)
             }
         };
-        self.ahead.count_decided();
         if log {
             self.log_if_asked(attachment, (pod, peer), direction, packet, decided);
         }
@@ -307,6 +306,10 @@ impl Filter {
                 self.decide(attachment, opened, &original, false)
             }
         };
+        if decided != Decision::NotIsolated {
+            // A lookup was made: the next batch from here may be worth deciding ahead.
+            self.ahead.count_decided(Ahead::source(attachment, side));
+        }
         let counters = &self.counters[attachment as usize];
         let allowed = decided.allows();
         let d = direction.index();
@@ -475,7 +478,9 @@ fn flow_key(attachment: u32, packet: &Packet) -> FlowKey {
 
 impl Judge for Filter {
     fn prefetch(&mut self, attachment: u32, side: Side, framing: Framing, frame: &[u8]) {
-        let collects = self.ahead.collects(self.ahead_enabled);
+        let collects = self
+            .ahead
+            .collects(self.ahead_enabled, Ahead::source(attachment, side));
         if let Some(packet) = quick_packet(framing, frame) {
             self.flows.prefetch_slot(&flow_key(attachment, &packet));
             if collects {

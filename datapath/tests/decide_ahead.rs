@@ -267,6 +267,37 @@ fn a_batch_after_one_that_decided_connections_is_decided_ahead() {
 }
 
 #[test]
+fn floods_are_decided_ahead_though_their_replies_come_between() {
+    let mut ahead = judged(true, 2048);
+    let mut direct = judged(false, 2048);
+    let rounds = 4;
+    for round in 0..rounds {
+        // A port's batches alternate sides: the SYNs arrive from the node, the answers to
+        // the allowed ones (flow-table hits) leave the pod in the batch after.
+        let syns = new_connections(40_000 + round);
+        assert_eq!(run_batch(&mut ahead, &syns), run_batch(&mut direct, &syns));
+        let answers: Vec<Sent> = syns
+            .iter()
+            .map(|sent| Sent {
+                from_pod: true,
+                ack: true,
+                ..*sent
+            })
+            .collect();
+        assert_eq!(
+            run_batch(&mut ahead, &answers),
+            run_batch(&mut direct, &answers)
+        );
+    }
+    // Every SYN batch after the first, whatever came from the pod's side in between.
+    assert_eq!(
+        ahead.filter.decided_ahead(),
+        (rounds as u64 - 1) * new_connections(0).len() as u64
+    );
+    assert_eq!(snapshot(&ahead), snapshot(&direct));
+}
+
+#[test]
 fn a_batch_after_one_that_decided_nothing_is_decided_as_judged() {
     let mut ahead = judged(true, 2048);
     let opening = new_connections(40_000);
