@@ -44,7 +44,15 @@ pub struct NodeFile {
     /// waiting behind the kernel's packet processing on its core.
     #[serde(default)]
     pub worker_priority: Option<u8>,
+    /// Decide a batch's new connections together before judging it, where the policy's tables
+    /// outgrow the caches (the default); `false`: each when it is judged.
+    #[serde(default = "default_decide_ahead")]
+    pub decide_ahead: bool,
     pub pods: Vec<PodAttachment>,
+}
+
+fn default_decide_ahead() -> bool {
+    true
 }
 
 fn default_mtu() -> u16 {
@@ -157,8 +165,11 @@ impl NodeFile {
             uplink: self.uplink.clone(),
             tun_mtu: self.mtu,
             xdp: XdpConfig::default(),
-            filter: FilterConfig::default()
-                .with_existing_connections(self.existing_connections.into()),
+            filter: FilterConfig {
+                decide_ahead: self.decide_ahead,
+                ..FilterConfig::default()
+            }
+            .with_existing_connections(self.existing_connections.into()),
             judging: Judging::Policy,
             worker_cpu: self.worker_cpu,
             worker_priority: self.worker_priority,
@@ -246,5 +257,34 @@ pub fn run(config_path: &Path, existing: Option<Existing>) -> Result<ExitCode> {
             reload(&file.manifests, &published, "manifests changed");
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_file(text: &str) -> Result<NodeFile> {
+        let dir = std::env::temp_dir().join(format!("podwall-node-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("NODE-{}.yaml", text.len()));
+        std::fs::write(&path, text)?;
+        let read = NodeFile::read(&path);
+        std::fs::remove_file(&path)?;
+        read
+    }
+
+    const NODE: &str = "manifests: []\ndatapath: tun\npods:\n- {pod: x/a, tun: pw0}\n";
+
+    #[test]
+    fn decide_ahead_is_on_unless_the_node_file_turns_it_off() -> Result<()> {
+        let origin = Path::new("NODE.yaml");
+        let default = node_file(NODE)?.node_config(origin)?;
+        assert!(default.filter.decide_ahead);
+        let off = node_file(&format!("{NODE}decideAhead: false\n"))?.node_config(origin)?;
+        assert!(!off.filter.decide_ahead);
+        let err = node_file(&format!("{NODE}decideAhead: sometimes\n")).expect_err("not a boolean");
+        assert!(err.to_string().contains("decideAhead"), "{err}");
+        Ok(())
     }
 }
