@@ -265,12 +265,16 @@ mod tests {
     use super::*;
 
     fn node_file(text: &str) -> Result<NodeFile> {
-        let dir = std::env::temp_dir().join(format!("podwall-node-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "podwall-node-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
         std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("NODE-{}.yaml", text.len()));
+        let path = dir.join("NODE.yaml");
         std::fs::write(&path, text)?;
         let read = NodeFile::read(&path);
-        std::fs::remove_file(&path)?;
+        std::fs::remove_dir_all(&dir)?;
         read
     }
 
