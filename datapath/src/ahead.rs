@@ -104,12 +104,9 @@ impl Ahead {
     /// Ends the batch's prefetch: hands over the frames seen (to be given back to
     /// [`Ahead::decide`]) and forgets the last batch's answers.
     pub fn take_seen(&mut self) -> Vec<(u32, Direction, Packet)> {
-        self.batch_open = false;
-        self.asked.clear();
-        self.queries.clear();
-        self.answers.clear();
-        self.next = 0;
-        std::mem::take(&mut self.seen)
+        let seen = std::mem::take(&mut self.seen);
+        self.clear();
+        seen
     }
 
     /// Records that `asked` will need the classifier's answer to `query`. A burst of one
@@ -155,7 +152,8 @@ impl Ahead {
         self.decided[source] = self.decided[source].saturating_add(1);
     }
 
-    /// Forgets everything: the classifier or the pods may change next.
+    /// Forgets the batch being prefetched and every answer taken (the counts of decisions
+    /// stay): at the end of a batch's prefetch, and when the classifier or the pods change.
     pub fn clear(&mut self) {
         self.seen.clear();
         self.asked.clear();

@@ -107,7 +107,6 @@ impl Filter {
     /// room by itself); an idle one sweeps the whole budget.
     pub fn tick(&mut self, handled: usize) {
         self.now = self.start.elapsed().as_nanos() as u64;
-        self.ahead.clear();
         if self.published.load().number != self.current.number {
             self.current = self.published.load_full();
             self.adopt_current();
@@ -127,8 +126,9 @@ impl Filter {
     }
 
     /// What the filter takes from the current generation: its pods, their addresses, and
-    /// whether to decide ahead.
+    /// whether to decide ahead. Answers taken ahead under the last one are forgotten.
     fn adopt_current(&mut self) {
+        self.ahead.clear();
         self.ahead_enabled =
             self.config.decide_ahead && self.current.classifier.interleaves_lookups();
         let inventory = &self.current.classifier.cluster().inventory;
