@@ -272,30 +272,32 @@ impl Results {
             // The 10 % target is for established traffic; new connections have theirs against
             // it (25 %, below).
             let established = stream != Stream::NewConnections;
-            for &count in rule_counts.iter().filter(|_| established) {
-                let (p, n) = (
-                    self.median(podwall, stream, count),
-                    self.median(PathKind::NoopXdp, stream, count),
-                );
-                let text = format!(
-                    "{}, {} rules: podwall AF_XDP {} vs no-op {} = {} (≥ 0.90)",
-                    stream.name(),
-                    count_text(count),
-                    show_rate(p),
-                    show_rate(n),
-                    show_ratio(p, n)
-                );
-                let verdict = if both_bound(podwall, PathKind::NoopXdp, stream, count) {
-                    Verdict::GeneratorBound(format!(
-                        "both carried all the generator offered with their cores under {:.0} % \
-                         busy, so throughput cannot tell them apart; the time per frame at a \
-                         common rate does",
-                        SATURATED_BUSY * 100.0
-                    ))
-                } else {
-                    Verdict::Measured(p.zip(n).map(|(p, n)| p >= 0.9 * n))
-                };
-                line(text, verdict);
+            if established {
+                for &count in rule_counts {
+                    let (p, n) = (
+                        self.median(podwall, stream, count),
+                        self.median(PathKind::NoopXdp, stream, count),
+                    );
+                    let text = format!(
+                        "{}, {} rules: podwall AF_XDP {} vs no-op {} = {} (≥ 0.90)",
+                        stream.name(),
+                        count_text(count),
+                        show_rate(p),
+                        show_rate(n),
+                        show_ratio(p, n)
+                    );
+                    let verdict = if both_bound(podwall, PathKind::NoopXdp, stream, count) {
+                        Verdict::GeneratorBound(format!(
+                            "both carried all the generator offered with their cores under {:.0} % \
+                             busy, so throughput cannot tell them apart; the time per frame at a \
+                             common rate does",
+                            SATURATED_BUSY * 100.0
+                        ))
+                    } else {
+                        Verdict::Measured(p.zip(n).map(|(p, n)| p >= 0.9 * n))
+                    };
+                    line(text, verdict);
+                }
             }
             if let (Some(rate), true) = (self.cost_rate, established) {
                 for &count in rule_counts {
