@@ -38,24 +38,29 @@ fn random_headers(count: usize, seed: u64) -> Vec<Header> {
         .collect()
 }
 
-/// Checks the classifier compiled from `rules` against the scan on `headers`, with dense and
-/// with chunked (and always staged) products, and for the 1k lists also with a product per
+/// Checks the classifier compiled from `rules` against the scan on `headers`, with dense
+/// products, with products in steps where every row has few enough (else chunked), and with
+/// chunked products (the last two always staged), and for the 1k lists also with a product per
 /// lookup instead of joint ones for source ports (each build repeats the scan, slow in a debug
 /// build; the random comparisons in `policy/tests` check that layout too); returns the default
 /// build's result after asserting that none has a mismatch.
 fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Checked {
-    // Chunked products, and every product looked up in stages by `decide_each` however small.
-    let chunked = CompileOptions {
+    // No dense products, and every product looked up in stages by `decide_each` however small.
+    let steps = CompileOptions {
         dense_product_budget: 0,
         staged_product_bytes: 0,
         ..CompileOptions::default()
+    };
+    let chunked = CompileOptions {
+        steps_product_budget: 0,
+        ..steps
     };
     let per_lookup = CompileOptions {
         joint_product_budget: 0,
         ..CompileOptions::default()
     };
-    let builds = [CompileOptions::default(), chunked, per_lookup];
-    let builds = &builds[..if rules.len() <= 1000 { 3 } else { 2 }];
+    let builds = [CompileOptions::default(), steps, chunked, per_lookup];
+    let builds = &builds[..if rules.len() <= 1000 { 4 } else { 3 }];
     let checked: Vec<Checked> = builds
         .iter()
         .map(|&options| {
@@ -66,15 +71,19 @@ fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Check
                 // A joint product takes the smaller chunked shape when the dense one would
                 // outgrow the separate products, so only the other two builds have a known shape.
                 let chunked = built.classifier.has_chunked_product(pod, direction);
+                let in_steps = built.classifier.has_steps_product(pod, direction);
                 assert!(
                     built.classifier.has_product(pod, direction),
                     "{list} {direction}"
                 );
-                if options.dense_product_budget == 0 {
+                if options.dense_product_budget == 0 && options.steps_product_budget == 0 {
                     assert!(chunked, "{list} {direction}");
+                } else if options.dense_product_budget == 0 {
+                    assert!(chunked != in_steps, "{list} {direction}");
                 } else if options.joint_product_budget == 0 {
-                    assert!(!chunked, "{list} {direction}");
+                    assert!(!chunked && !in_steps, "{list} {direction}");
                 }
+                eprintln!("{list} {direction}: steps {in_steps} chunked {chunked}");
             }
             let checked = check(
                 &built.classifier,
@@ -82,8 +91,11 @@ fn check_list(list: &str, rules: &[ClassBenchRule], headers: &[Header]) -> Check
                 &built.conversion.rules,
                 headers,
             );
-            let products = if options.dense_product_budget == 0 {
+            let products = if options.dense_product_budget == 0 && options.steps_product_budget == 0
+            {
                 "chunked"
+            } else if options.dense_product_budget == 0 {
+                "steps where they fit"
             } else if options.joint_product_budget == 0 {
                 "per lookup"
             } else {

@@ -21,8 +21,8 @@ use crate::classifier::lpm::{
 };
 use crate::classifier::ports::{PortMap, PortRange};
 use crate::classifier::{
-    AddressFirst, Chain, Classifier, GroupFirst, JointProduct, Lookup, MixedSlot, PortClass,
-    PortTest, Product, SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
+    AddressFirst, Budgets, Chain, Classifier, GroupFirst, JointProduct, Lookup, MixedSlot,
+    PortClass, PortTest, Product, SourcePorts, Table, TierTables, WideClasses, NONE, NO_TABLE,
 };
 use crate::decision::RuleRef;
 use crate::inventory::{Inventory, PodId, Protocol};
@@ -382,6 +382,12 @@ pub struct CompileOptions {
     /// rows, one dependent load more for a smaller table (2.4–5.4 × smaller on the 100k
     /// ClassBench lists; not guaranteed smaller in general, since chunks are padded).
     pub dense_product_budget: usize,
+    /// How many of those bytes the product may spend in its steps shape, taken where the
+    /// dense one does not fit and every row of the product changes first slot at most four
+    /// times over the ports: each row is then one record of 32 bytes, one load per packet
+    /// (acl1's 100k-rule ingress table: 3.2 MB of records against 15.5 MB of chunks, and 0.6 ×
+    /// the time per lookup; BENCHMARKS.md, ClassBench). With 0, such a product is chunked.
+    pub steps_product_budget: usize,
     /// Products of at least this many bytes are looked up in interleaved stages by
     /// [`Classifier::decide_each`], so that the cache misses of a group of lookups overlap.
     /// Smaller ones sit in the caches, where the stages would only add work: they are looked
@@ -404,6 +410,7 @@ impl Default for CompileOptions {
             fold_budget: 1 << 18,
             product_budget: 16 << 20,
             dense_product_budget: 16 << 20,
+            steps_product_budget: 16 << 20,
             staged_product_bytes: 4 << 20,
             joint_product_budget: 16 << 20,
         }
@@ -1371,8 +1378,7 @@ impl TableBuilder<'_> {
             Product::build(
                 lookup,
                 slots,
-                self.options.dense_product_budget,
-                self.options.product_budget,
+                self.product_budgets(self.options.product_budget),
             )
             .map(|product| product.staged_from(self.options.staged_product_bytes))
         };
@@ -1397,6 +1403,15 @@ impl TableBuilder<'_> {
         }
     }
 
+    /// The budgets of a product of at most `bytes` in any shape.
+    fn product_budgets(&self, bytes: usize) -> Budgets {
+        Budgets {
+            any: bytes,
+            dense: self.options.dense_product_budget,
+            steps: self.options.steps_product_budget,
+        }
+    }
+
     /// One product for `main` and the lookups of `by_source`, if each of them has a product
     /// of its own (so their slots look only at addresses and ports) and the joint one takes
     /// at most [`JOINT_GROWTH`] times their bytes, within the budgets.
@@ -1416,13 +1431,8 @@ impl TableBuilder<'_> {
             .min(self.options.product_budget)
             .min(separate.saturating_mul(JOINT_GROWTH));
         let classes: Vec<Option<&Lookup>> = by_source.lookups.iter().map(Option::as_ref).collect();
-        let (product, part_of_class) = Product::build_joint(
-            main,
-            &classes,
-            slots,
-            self.options.dense_product_budget.min(budget),
-            budget,
-        )?;
+        let (product, part_of_class) =
+            Product::build_joint(main, &classes, slots, self.product_budgets(budget))?;
         Some(JointProduct {
             product: product.staged_from(self.options.staged_product_bytes),
             part_of_class,

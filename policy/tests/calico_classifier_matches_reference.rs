@@ -274,11 +274,14 @@ proptest! {
 
 /// Guards the generator for the layouts: the comparison above checks the address × port
 /// product only where a table's rules look at nothing but addresses and ports, so the random
-/// clusters must have such tables, and tables where the layered lookup alone answers; and
-/// with no budget for a dense product, those tables must get a chunked one.
+/// clusters must have such tables, and tables where the layered lookup alone answers; with
+/// no budget for a dense product, those tables must get steps where their rows allow (the
+/// random tables have few rules, and every one of them does; rows with too many steps are
+/// checked in `classifier/product.rs` and on the ClassBench lists), and with no budget for
+/// steps either, they must all be chunked.
 #[test]
 fn random_calico_clusters_have_tables_with_and_without_a_product() {
-    let (mut with, mut without, mut chunked) = (0, 0, 0);
+    let (mut with, mut without, mut chunked, mut steps) = (0, 0, 0, 0);
     for seed in 1..300u64 {
         let mut rng = Rng(seed * 7919);
         let text = cluster_yaml(&mut rng);
@@ -293,6 +296,14 @@ fn random_calico_clusters_have_tables_with_and_without_a_product() {
                 ..Default::default()
             },
         );
+        let chunks_only = policy::Classifier::compile_with(
+            Arc::clone(&cluster),
+            policy::compile::CompileOptions {
+                dense_product_budget: 0,
+                steps_product_budget: 0,
+                ..Default::default()
+            },
+        );
         for pod in cluster.inventory.pod_ids() {
             for direction in Direction::BOTH {
                 if classifier.selecting_policies(pod, direction).is_empty() {
@@ -303,18 +314,31 @@ fn random_calico_clusters_have_tables_with_and_without_a_product() {
                     false => without += 1,
                 }
                 assert!(!classifier.has_chunked_product(pod, direction));
-                assert_eq!(
+                assert!(!classifier.has_steps_product(pod, direction));
+                let (in_steps, in_chunks) = (
+                    no_dense.has_steps_product(pod, direction),
                     no_dense.has_chunked_product(pod, direction),
+                );
+                assert!(!(in_steps && in_chunks), "{text}");
+                assert_eq!(
+                    in_steps || in_chunks,
                     classifier.has_product(pod, direction),
                     "{text}"
                 );
-                chunked += usize::from(no_dense.has_chunked_product(pod, direction));
+                assert_eq!(
+                    chunks_only.has_chunked_product(pod, direction),
+                    classifier.has_product(pod, direction),
+                    "{text}"
+                );
+                steps += usize::from(in_steps);
+                chunked += usize::from(in_chunks);
             }
         }
     }
     assert!(
-        with > 100 && without > 100 && chunked == with,
-        "with a product {with} (chunked without a dense budget: {chunked}), without {without}"
+        with > 100 && without > 100 && steps > 100 && steps + chunked == with,
+        "with a product {with} (without a dense budget: {steps} in steps, {chunked} chunked), \
+         without {without}"
     );
 }
 

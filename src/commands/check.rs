@@ -77,6 +77,16 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                     stats.chunked_product_tables
                 );
             }
+            if stats.steps_product_tables > 0 {
+                // Too many cells for one flat table, but every row changes rule at most four
+                // times over the ports: a row is one small record, one load per lookup
+                // (BENCHMARKS.md, ClassBench, steps).
+                println!(
+                    "{} of them as steps (too many address × port cells for one flat table; \
+                     each address class holds at most five port ranges)",
+                    stats.steps_product_tables
+                );
+            }
             if stats.joint_product_tables > 0 {
                 // Source-port rules and the others in one table: one lookup per packet instead
                 // of two (BENCHMARKS.md, ClassBench, joint products).

@@ -3,10 +3,12 @@
 //! address search per packet, copies of those rules in every class), kept *apart* in classes
 //! of their own (two searches, no copies), and the *product* of address and port classes (one
 //! address search, one port search and one load; see `policy/src/classifier/product.rs`),
-//! dense or *chunked* (one load more, for a smaller table), and for tables with source-port
+//! dense, in *steps* (where every row changes rule at most four times over the ports: one
+//! record of 32 bytes per row) or *chunked* (one load more, for a smaller table), and for tables with source-port
 //! rules one *joint* product for all their lookups or a product *per lookup* (the main one's,
 //! then the source-port class's: two lookups per packet). `CompileOptions::fold_budget`,
-//! `product_budget`, `dense_product_budget` and `joint_product_budget` pick one per table;
+//! `product_budget`, `dense_product_budget`, `steps_product_budget` and
+//! `joint_product_budget` pick one per table;
 //! this shows what each costs, so that the budgets can be checked against measurements.
 //!
 //! For each list and direction the classifiers decide every header of a set (the trace, and
@@ -60,47 +62,55 @@ fn compare(options: Options) -> Result<()> {
     let seeds = seeds_or_all(options.seeds);
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
-        "| list | headers | direction | folded ns | apart ns | dense ns | chunked ns | dense / \
-         best layered | chunked / dense | dense per lookup ns | dense / per lookup | folded heap | \
-         apart heap | dense heap | chunked heap | dense per lookup heap | default |"
+        "| list | headers | direction | folded ns | apart ns | dense ns | chunked ns | steps ns | \
+         dense / best layered | chunked / dense | steps / chunked | dense per lookup ns | \
+         dense / per lookup | folded heap | apart heap | dense heap | chunked heap | steps heap | \
+         dense per lookup heap | default |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in &seeds {
         for &size in &sizes {
             let list = list_name(seed, size);
             eprintln!("{list}: loading and compiling the layouts …");
             let rules = read_rules(seed, size)?;
-            let layout =
-                |fold_budget, product_budget, dense_product_budget, joint_product_budget| {
-                    let options = CompileOptions {
-                        fold_budget,
-                        product_budget,
-                        dense_product_budget,
-                        joint_product_budget,
-                        ..CompileOptions::default()
-                    };
-                    build_with(&list, &rules, options).with_context(|| list.clone())
+            // Product budgets: in any shape, dense, in steps.
+            let layout = |fold_budget, [product_budget, dense, steps]: [usize; 3], joint| {
+                let options = CompileOptions {
+                    fold_budget,
+                    product_budget,
+                    dense_product_budget: dense,
+                    steps_product_budget: steps,
+                    joint_product_budget: joint,
+                    ..CompileOptions::default()
                 };
+                build_with(&list, &rules, options).with_context(|| list.clone())
+            };
             // The default budgets' choice, before the layouts are built (at 100k rules the
             // folded one alone is over 100 MiB).
             let default = CompileOptions::default();
             let chosen = {
                 let built = layout(
                     default.fold_budget,
-                    default.product_budget,
-                    default.dense_product_budget,
+                    [
+                        default.product_budget,
+                        default.dense_product_budget,
+                        default.steps_product_budget,
+                    ],
                     default.joint_product_budget,
                 )?;
                 Direction::BOTH.map(|d| chosen(&built, d))
             };
             let all = usize::MAX;
             let joint = default.joint_product_budget;
+            let (none, dense, chunked, steps) = ([0; 3], [all; 3], [all, 0, 0], [all, 0, all]);
+            let fold = default.fold_budget;
             let layouts = [
-                layout(all, 0, 0, 0)?,
-                layout(0, 0, 0, 0)?,
-                layout(default.fold_budget, all, all, joint)?,
-                layout(default.fold_budget, all, 0, joint)?,
-                layout(default.fold_budget, all, all, 0)?,
+                layout(all, none, 0)?,
+                layout(0, none, 0)?,
+                layout(fold, dense, joint)?,
+                layout(fold, chunked, joint)?,
+                layout(fold, steps, joint)?,
+                layout(fold, dense, 0)?,
             ];
             let sets = header_sets(seed, size, &rules)?;
             for (kind, headers) in &sets {
@@ -116,20 +126,22 @@ fn compare(options: Options) -> Result<()> {
                     }
                 }
                 for direction in Direction::BOTH {
-                    let [folded_ns, apart_ns, dense_ns, chunked_ns, per_lookup_ns] =
+                    let [folded_ns, apart_ns, dense_ns, chunked_ns, steps_ns, per_lookup_ns] =
                         alternate(&layouts, direction, headers, options.passes);
                     println!(
                         "| {list} | {kind} | {direction} | {folded_ns:.1} | {apart_ns:.1} | \
-                         {dense_ns:.1} | {chunked_ns:.1} | {:.2} | {:.2} | {per_lookup_ns:.1} | \
-                         {:.2} | {} | {} | {} | {} | {} | {} |",
+                         {dense_ns:.1} | {chunked_ns:.1} | {steps_ns:.1} | {:.2} | {:.2} | \
+                         {:.2} | {per_lookup_ns:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
                         dense_ns / folded_ns.min(apart_ns),
                         chunked_ns / dense_ns,
+                        steps_ns / chunked_ns,
                         dense_ns / per_lookup_ns,
                         mib(&layouts[0]),
                         mib(&layouts[1]),
                         mib(&layouts[2]),
                         mib(&layouts[3]),
                         mib(&layouts[4]),
+                        mib(&layouts[5]),
                         chosen[direction.index()],
                     );
                 }
@@ -182,17 +194,25 @@ fn mib(built: &Built) -> String {
 fn chosen(default: &Built, direction: Direction) -> &'static str {
     let pod = default.target.pod;
     let classifier = &default.classifier;
+    let shape = if classifier.has_chunked_product(pod, direction) {
+        "chunked"
+    } else if classifier.has_steps_product(pod, direction) {
+        "steps"
+    } else {
+        "dense"
+    };
     match (
         classifier.has_product(pod, direction),
-        classifier.has_chunked_product(pod, direction),
         classifier.has_joint_product(pod, direction),
         classifier.is_apart(pod, direction),
     ) {
-        (true, true, true, _) => "chunked, joint",
-        (true, true, false, _) => "chunked",
-        (true, false, true, _) => "dense, joint",
-        (true, false, false, _) => "dense",
-        (false, _, _, true) => "apart",
-        (false, _, _, false) => "folded",
+        (true, true, _) => match shape {
+            "chunked" => "chunked, joint",
+            "steps" => "steps, joint",
+            _ => "dense, joint",
+        },
+        (true, false, _) => shape,
+        (false, _, true) => "apart",
+        (false, _, false) => "folded",
     }
 }

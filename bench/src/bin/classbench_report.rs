@@ -44,7 +44,7 @@ fn report(options: Options) -> Result<()> {
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
     println!(
         "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \
-         load | compile | load + compile | peak heap | slots | products (chunked) | heap | \
+         load | compile | load + compile | peak heap | slots | products (steps, chunked) | heap | \
          bytes per rule |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -62,7 +62,7 @@ fn report(options: Options) -> Result<()> {
             let total = built.load + built.compile;
             println!(
                 "| {list} | {} | {} | {} | {} | {:.1} MiB | {:.2} s | {:.2} s | {:.2} s | \
-                 {:.0} MiB | {} | {} ({}) | {:.1} MiB | {:.0} |",
+                 {:.0} MiB | {} | {} ({}, {}) | {:.1} MiB | {:.0} |",
                 rules.len(),
                 c.approximated,
                 c.narrowed,
@@ -74,6 +74,7 @@ fn report(options: Options) -> Result<()> {
                 mib(peak),
                 stats.slots,
                 stats.product_tables,
+                stats.steps_product_tables,
                 stats.chunked_product_tables,
                 mib(stats.heap_bytes),
                 stats.heap_bytes as f64 / rules.len() as f64,

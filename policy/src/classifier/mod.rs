@@ -29,7 +29,7 @@ use crate::netpol::{Action, Direction};
 
 use lpm::{AddressMap, AddressRange};
 use ports::{PortMap, PortRange};
-pub(crate) use product::Product;
+pub(crate) use product::{Budgets, Product};
 
 /// "No slot": larger than every slot number, so `min` ignores it.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -439,7 +439,13 @@ impl Table {
     /// Whether that product is chunked (see [`Stats::chunked_product_tables`]).
     fn has_chunked_product(&self) -> bool {
         self.main_product()
-            .is_some_and(|p| p.shape() != product::Shape::Dense)
+            .is_some_and(|p| matches!(p.shape(), product::Shape::Chunked { .. }))
+    }
+
+    /// Whether that product holds its rows as steps (see [`Stats::steps_product_tables`]).
+    fn has_steps_product(&self) -> bool {
+        self.main_product()
+            .is_some_and(|p| p.shape() == product::Shape::Steps)
     }
 
     /// Whether that product is looked up in stages by `decide_each` (see
@@ -629,8 +635,13 @@ pub struct Stats {
     /// `CompileOptions::product_budget`.
     pub product_tables: usize,
     /// Of those, the tables whose product is chunked, because the dense one would outgrow
-    /// `CompileOptions::dense_product_budget` (one dependent load more per lookup).
+    /// `CompileOptions::dense_product_budget` and some row has too many steps for the steps
+    /// shape (one dependent load more per lookup).
     pub chunked_product_tables: usize,
+    /// Of those, the tables whose product holds each row as at most five steps over the ports,
+    /// because the dense one would outgrow `CompileOptions::dense_product_budget` (one load
+    /// per lookup, as dense).
+    pub steps_product_tables: usize,
     /// Tables whose main lookup's product `decide_each` looks up in stages, because it takes
     /// at least `CompileOptions::staged_product_bytes`.
     pub staged_product_tables: usize,
@@ -891,6 +902,11 @@ impl Classifier {
         self.any_table(pod, direction, Table::has_chunked_product)
     }
 
+    /// Whether such a product holds its rows as steps (see [`Stats::steps_product_tables`]).
+    pub fn has_steps_product(&self, pod: PodId, direction: Direction) -> bool {
+        self.any_table(pod, direction, Table::has_steps_product)
+    }
+
     /// Whether a table for `pod` in `direction` answers its source-port rules and the others
     /// from one joint product (see [`Stats::joint_product_tables`]).
     pub fn has_joint_product(&self, pod: PodId, direction: Direction) -> bool {
@@ -983,6 +999,7 @@ impl Classifier {
             apart_tables: self.count_tables(Table::is_apart),
             product_tables: self.count_tables(Table::has_product),
             chunked_product_tables: self.count_tables(Table::has_chunked_product),
+            steps_product_tables: self.count_tables(Table::has_steps_product),
             staged_product_tables: self.count_tables(Table::has_staged_product),
             joint_product_tables: self.count_tables(Table::has_joint_product),
             slots: self

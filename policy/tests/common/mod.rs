@@ -114,44 +114,54 @@ pub fn compare(
     };
     // Every table layout: rules over every port of a protocol folded into each port class, or
     // kept apart in classes of their own, each without the address × port product; and with
-    // the product wherever the rules allow one, dense or chunked, joint for a table's lookups
-    // with source ports or one per lookup. Every product is looked up in stages by
-    // `decide_each`, however small; in the last layout only those of at least
-    // `MIXED_STAGING` bytes, so that groups mix staged products with others.
-    let layout_with = |fold_budget, product_budget, dense_product_budget, joint, staged| {
+    // the product wherever the rules allow one, dense, in steps (where every row has few
+    // enough) or chunked, joint for a table's lookups with source ports or one per lookup.
+    // Every product is looked up in stages by `decide_each`, however small; in the last
+    // layout only those of at least `MIXED_STAGING` bytes, so that groups mix staged products
+    // with others.
+    let all = usize::MAX;
+    let layout_with = |fold_budget, product_budget, shapes: [usize; 2], joint, staged| {
+        let [dense_product_budget, steps_product_budget] = shapes;
         Classifier::compile_with(
             Arc::clone(&cluster),
             CompileOptions {
                 fold_budget,
                 product_budget,
                 dense_product_budget,
+                steps_product_budget,
                 staged_product_bytes: staged,
                 joint_product_budget: joint,
             },
         )
     };
-    let all = usize::MAX;
-    let layout = |fold_budget, product_budget, dense_product_budget| {
-        layout_with(fold_budget, product_budget, dense_product_budget, all, 0)
+    let layout = |fold_budget, product_budget, shapes| {
+        layout_with(fold_budget, product_budget, shapes, all, 0)
     };
+    let (dense, steps, chunked) = ([all, all], [0, all], [0, 0]);
     let layouts = [
-        ("folded", layout(all, 0, 0)),
-        ("apart", layout(0, 0, 0)),
-        ("product, folded", layout(all, all, all)),
-        ("product, apart", layout(0, all, all)),
-        ("chunked product, folded", layout(all, all, 0)),
-        ("chunked product, apart", layout(0, all, 0)),
+        ("folded", layout(all, 0, chunked)),
+        ("apart", layout(0, 0, chunked)),
+        ("product, folded", layout(all, all, dense)),
+        ("product, apart", layout(0, all, dense)),
+        ("steps product, folded", layout(all, all, steps)),
+        ("steps product, apart", layout(0, all, steps)),
+        ("chunked product, folded", layout(all, all, chunked)),
+        ("chunked product, apart", layout(0, all, chunked)),
         (
             "products per lookup, folded",
-            layout_with(all, all, all, 0, 0),
+            layout_with(all, all, dense, 0, 0),
+        ),
+        (
+            "steps products per lookup, folded",
+            layout_with(all, all, steps, 0, 0),
         ),
         (
             "chunked products per lookup, apart",
-            layout_with(0, all, 0, 0, 0),
+            layout_with(0, all, chunked, 0, 0),
         ),
         (
             "product, some staged",
-            layout_with(0, all, all, all, MIXED_STAGING),
+            layout_with(0, all, dense, all, MIXED_STAGING),
         ),
     ];
     let mut peers: Vec<IpAddr> = cluster
