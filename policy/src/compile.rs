@@ -384,9 +384,10 @@ pub struct CompileOptions {
     pub dense_product_budget: usize,
     /// How many of those bytes the product may spend in its steps shape, taken where the
     /// dense one does not fit and every row of the product changes first slot at most four
-    /// times over the ports: each row is then one record of 32 bytes, one load per packet
-    /// (acl1's 100k-rule ingress table: 3.2 MB of records against 15.5 MB of chunks, and 0.6 ×
-    /// the time per lookup; BENCHMARKS.md, ClassBench). With 0, such a product is chunked.
+    /// times over the ports, counted where it is below its block of addresses' base row: each
+    /// row is then one record of 32 bytes, one load per packet (acl1's 100k-rule ingress
+    /// table: 3.2 MB of records against 15.5 MB of chunks, and 0.6 × the time per lookup;
+    /// BENCHMARKS.md, ClassBench). With 0, such a product is chunked.
     pub steps_product_budget: usize,
     /// Products of at least this many bytes are looked up in interleaved stages by
     /// [`Classifier::decide_each`], so that the cache misses of a group of lookups overlap.

@@ -10,12 +10,16 @@ use prefetch_index::prefetch_index;
 /// Keys of a totally ordered, bounded space.
 pub trait Key: Copy + Ord + std::fmt::Debug {
     const MIN: Self;
+    const BITS: u32;
     fn successor(self) -> Option<Self>;
     fn to_u128(self) -> u128;
+    /// The key of `value`'s low [`Key::BITS`] bits.
+    fn from_u128(value: u128) -> Self;
 }
 
 impl Key for u32 {
     const MIN: Self = 0;
+    const BITS: u32 = 32;
     fn successor(self) -> Option<Self> {
         self.checked_add(1)
     }
@@ -23,16 +27,23 @@ impl Key for u32 {
     fn to_u128(self) -> u128 {
         u128::from(self)
     }
+    fn from_u128(value: u128) -> Self {
+        value as u32
+    }
 }
 
 impl Key for u128 {
     const MIN: Self = 0;
+    const BITS: u32 = 128;
     fn successor(self) -> Option<Self> {
         self.checked_add(1)
     }
     #[inline]
     fn to_u128(self) -> u128 {
         self
+    }
+    fn from_u128(value: u128) -> Self {
+        value
     }
 }
 

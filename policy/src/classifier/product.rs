@@ -20,9 +20,13 @@
 //! Where every row changes first slot at most four times over its columns, numbered in port
 //! order, a row is better kept as its *steps* ([`RowSteps`]): the column where each step
 //! starts and its slot, 32 bytes per distinct row, one load and a branch-free count per
-//! lookup. A rule over a range of ports covers a range of columns in that order, so rows of
-//! ClassBench's acl1 list (rules of one address prefix and one port range each) have at most
-//! five steps: at 100k rules, 3.2 MB of records against 15.5 MB of chunks.
+//! lookup. A rule over a range of ports covers a range of columns in that order. Rules over a
+//! wide prefix would still make many steps in every row they cover, so a record holds only
+//! where its row is below a *base* row shared by a block of addresses ([`BlockBases`]; the
+//! highest slot of each column in the block), and a lookup takes the lower of the two. At
+//! 100k rules, acl1's ingress table (at most five steps per row) is 3.2 MB of records against
+//! 15.5 MB of chunks, and ipc1's tables (65 steps per row over no base, at most five over
+//! theirs) 16.9 against 34.4 MiB in all.
 //!
 //! A product is dense within `CompileOptions::dense_product_budget`, else in steps within
 //! `CompileOptions::steps_product_budget` if every row has so few, else chunked within
@@ -60,8 +64,57 @@ enum Cells {
     /// Every slot below `u16::MAX`, which stands for `NONE`: half the bytes.
     Narrow(Box<[u16]>),
     Wide(Box<[u32]>),
-    /// One record per distinct row ([`Shape::Steps`]).
-    Steps(Box<[RowSteps]>),
+    /// One record per distinct row over its block's base ([`Shape::Steps`]).
+    Steps {
+        rows: Box<[RowSteps]>,
+        bases: BlockBases,
+    },
+}
+
+/// How many of an address's top bits pick its block ([`BlockBases`]).
+const BLOCK_BITS: u32 = 8;
+
+/// The block of `key`: its top [`BLOCK_BITS`] bits.
+#[inline]
+fn block_of<K: Key>(key: K) -> usize {
+    (key.to_u128() >> (K::BITS - BLOCK_BITS)) as usize
+}
+
+/// The first key of block `block`.
+fn block_start<K: Key>(block: usize) -> K {
+    K::from_u128((block as u128) << (K::BITS - BLOCK_BITS))
+}
+
+/// For the steps shape, a *base* row per block of addresses (each family's addresses cut by
+/// their top 8 bits): the highest slot of each column over the rows in the block. Every row
+/// is at or below its block's base in every column, so a row's record need only hold the
+/// columns where it is below, and may hold anything from the base up elsewhere: a lookup takes
+/// the lower of the record's slot and the base's. Rules over a wide prefix (ipc1's 3,408 over
+/// 0.0.0.0/0 and 2,086 over a /1) then stay in the base, and a row's own rules make few steps:
+/// ipc1's rows at 100k rules have 65 steps on average over no base, at most 5 over these.
+/// The block comes from the address alone, so the base's load does not wait for the row's.
+#[derive(Debug)]
+struct BlockBases {
+    v4: Box<[u16]>,
+    v6: Box<[u16]>,
+    width: usize,
+    /// The distinct bases, `width` slots each, columns in port order.
+    slots: Box<[u32]>,
+}
+
+impl BlockBases {
+    #[inline]
+    fn slot(&self, peer: IpAddr, column: u32) -> u32 {
+        let base = match peer {
+            IpAddr::V4(a) => self.v4[block_of(u32::from(a))],
+            IpAddr::V6(a) => self.v6[block_of(u128::from(a))],
+        };
+        self.slots[usize::from(base) * self.width + column as usize]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        (self.v4.len() + self.v6.len()) * 2 + self.slots.len() * 4
+    }
 }
 
 /// A row as at most [`RowSteps::MAX`] steps over its columns, numbered in port order (see
@@ -86,24 +139,50 @@ impl RowSteps {
     /// Words of a record while the table is built: `starts` low and high, then the slots.
     const WORDS: usize = 2 + Self::MAX;
 
-    /// The record of `row` (a slot per column), as [`RowSteps::WORDS`] words, if it has at
-    /// most [`RowSteps::MAX`] steps.
-    fn words_of(row: &[u32]) -> Option<[u32; Self::WORDS]> {
+    /// The record of `row` (a slot per column) over `base` (at or above `row` in every
+    /// column), as [`RowSteps::WORDS`] words, if at most [`RowSteps::MAX`] steps give the
+    /// lower of theirs and the base's slot in every column: a column below the base needs its
+    /// slot, any other column any slot from the base's up. Each step reaches as far as one slot
+    /// allows, which makes the fewest steps.
+    fn words_over(row: &[u32], base: &[u32]) -> Option<[u32; Self::WORDS]> {
+        debug_assert_eq!(row.len(), base.len());
         let mut starts = [Self::UNUSED; Self::MAX - 1];
         let mut words = [NONE; Self::WORDS];
         let mut steps = 0;
-        for (column, &slot) in row.iter().enumerate() {
-            if column > 0 && slot == words[2 + steps - 1] {
-                continue;
+        // The current step's slot once a column needs one; until then, the lowest slot the
+        // step's columns allow.
+        let mut needed: Option<u32> = None;
+        let mut at_least = 0;
+        for (column, (&slot, &floor)) in row.iter().zip(base).enumerate() {
+            debug_assert!(slot <= floor, "a base at or above its rows");
+            let below = slot < floor;
+            let fits = match needed {
+                _ if column == 0 => false,
+                Some(step) if below => step == slot,
+                Some(step) => step >= floor,
+                None => !below || slot >= at_least,
+            };
+            if !fits {
+                if steps > 0 {
+                    words[2 + steps - 1] = needed.unwrap_or(NONE);
+                }
+                if steps == Self::MAX {
+                    return None;
+                }
+                if steps > 0 {
+                    starts[steps - 1] = u16::try_from(column).ok()?;
+                }
+                steps += 1;
+                (needed, at_least) = (None, 0);
             }
-            if steps == Self::MAX {
-                return None;
+            if below {
+                needed = Some(slot);
+            } else {
+                at_least = at_least.max(floor);
             }
-            if steps > 0 {
-                starts[steps - 1] = u16::try_from(column).ok()?;
-            }
-            words[2 + steps] = slot;
-            steps += 1;
+        }
+        if steps > 0 {
+            words[2 + steps - 1] = needed.unwrap_or(NONE);
         }
         let packed = starts
             .iter()
@@ -362,7 +441,7 @@ impl Product {
             IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
         } as usize;
         let column = self.column(part, protocol, port);
-        self.cell(self.chunk(row, column), column)
+        self.cell(peer, self.chunk(row, column), column)
     }
 
     /// The stages of [`Product::first`], as [`first_each`] interleaves them: the row's bucket
@@ -435,7 +514,7 @@ impl Product {
         match &self.cells {
             Cells::Narrow(cells) => prefetch_index(cells, at),
             Cells::Wide(cells) => prefetch_index(cells, at),
-            Cells::Steps(rows) => prefetch_index(rows, chunk),
+            Cells::Steps { rows, .. } => prefetch_index(rows, chunk),
         }
     }
 
@@ -458,7 +537,7 @@ impl Product {
     }
 
     #[inline]
-    fn cell(&self, chunk: usize, column: u32) -> u32 {
+    fn cell(&self, peer: IpAddr, chunk: usize, column: u32) -> u32 {
         let at = self.cell_at(chunk, column);
         match &self.cells {
             Cells::Narrow(cells) => match cells[at] {
@@ -466,7 +545,7 @@ impl Product {
                 slot => u32::from(slot),
             },
             Cells::Wide(cells) => cells[at],
-            Cells::Steps(rows) => rows[chunk].slot(column),
+            Cells::Steps { rows, bases } => rows[chunk].slot(column).min(bases.slot(peer, column)),
         }
     }
 
@@ -484,7 +563,7 @@ impl Product {
     /// The shape the table was built in.
     pub(crate) fn shape(&self) -> Shape {
         match self.chunk_numbers {
-            ChunkNumbers::Dense if matches!(self.cells, Cells::Steps(_)) => Shape::Steps,
+            ChunkNumbers::Dense if matches!(self.cells, Cells::Steps { .. }) => Shape::Steps,
             ChunkNumbers::Dense => Shape::Dense,
             ChunkNumbers::Narrow(_) | ChunkNumbers::Wide(_) => Shape::Chunked { shift: self.shift },
         }
@@ -495,7 +574,7 @@ impl Product {
         let cells = match &self.cells {
             Cells::Narrow(c) => c.len() * 2,
             Cells::Wide(c) => c.len() * 4,
-            Cells::Steps(rows) => std::mem::size_of_val(&**rows),
+            Cells::Steps { rows, bases } => std::mem::size_of_val(&**rows) + bases.heap_bytes(),
         };
         let numbers = match &self.chunk_numbers {
             ChunkNumbers::Dense => 0,
@@ -563,7 +642,7 @@ pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
         l.product.prefetch_cell(chunks[i], columns[i]);
     }
     for (i, l) in lookups.iter().enumerate() {
-        firsts[i] = l.product.cell(chunks[i], columns[i]);
+        firsts[i] = l.product.cell(l.peer, chunks[i], columns[i]);
     }
 }
 
@@ -998,9 +1077,8 @@ impl Merge {
         let width = self.width.max(1);
         match shape {
             Shape::Dense => self.rows_at_least.saturating_mul(width * cell_bytes),
-            Shape::Steps => self
-                .rows_at_least
-                .saturating_mul(std::mem::size_of::<RowSteps>()),
+            // Rows over different bases may share a record: one record at least.
+            Shape::Steps => std::mem::size_of::<RowSteps>(),
             Shape::Chunked { shift } => {
                 let chunk_len = 1 << shift;
                 let numbers = self
@@ -1049,6 +1127,58 @@ impl Merge {
             width,
             rows_at_least: 1,
         }
+    }
+}
+
+/// A table's row (its columns, merged), kept from start to start by a walk's changes.
+struct MergedRow<'m> {
+    merge: &'m Merge,
+    /// One slot per column of the table (and `NONE` in the padding of a chunked row).
+    slots: Vec<u32>,
+    checked: Vec<usize>,
+    visits: usize,
+}
+
+impl<'m> MergedRow<'m> {
+    fn new(merge: &'m Merge, len: usize) -> Self {
+        MergedRow {
+            merge,
+            slots: vec![NONE; len],
+            checked: vec![usize::MAX; merge.width],
+            visits: 0,
+        }
+    }
+
+    /// Takes a start's `changed` provisional columns from `row`, calling `set(column, visit)`
+    /// for each column of the table set (`visit` numbers the starts); a merge of columns that
+    /// differ here is a collision.
+    fn update(
+        &mut self,
+        row: &[u32],
+        changed: &[u32],
+        mut set: impl FnMut(usize, usize),
+    ) -> Result<(), Stop> {
+        let (merge, visit) = (self.merge, self.visits);
+        self.visits += 1;
+        for &k in changed {
+            let m = merge.of_column[k as usize] as usize;
+            if merge.members[m][0] == k {
+                self.slots[m] = row[k as usize];
+                set(m, visit);
+            }
+        }
+        // A merge holds while its columns change together and alike.
+        for &k in changed {
+            let m = merge.of_column[k as usize] as usize;
+            if std::mem::replace(&mut self.checked[m], visit) != visit
+                && merge.members[m]
+                    .iter()
+                    .any(|&j| row[j as usize] != self.slots[m])
+            {
+                return Err(Stop::Collision);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1101,6 +1231,8 @@ impl Runs {
 /// 2.3 times as many chunks when each position numbers its own.
 struct Table {
     shape: Shape,
+    /// The steps shape's bases (see [`BlockBases`]).
+    bases: Option<BlockBases>,
     /// Columns per chunk (dense and steps: the row's width).
     chunk_len: usize,
     /// The distinct chunks: their cells.
@@ -1164,11 +1296,6 @@ impl Table {
             // Port tables hold `u16` columns; so many port classes are past any budget anyway.
             return Err(Stop::Budget);
         }
-        if shape == Shape::Steps && merge.width > usize::from(RowSteps::UNUSED) {
-            return Err(Stop::Unfit);
-        }
-        let (columns, of_source) = (&inputs.columns, &inputs.columns_of_source);
-        let (v4, v6) = (&inputs.v4, &inputs.v6);
         let width = merge.width.max(1);
         let chunk_len = match shape {
             Shape::Dense | Shape::Steps => width,
@@ -1183,44 +1310,39 @@ impl Table {
                 _ => chunk_len,
             }),
             rows: Runs::new(chunks_per_row),
-            v4_steps: Vec::with_capacity(v4.starts),
-            v6_steps: Vec::with_capacity(v6.starts),
+            v4_steps: Vec::with_capacity(inputs.v4.starts),
+            v6_steps: Vec::with_capacity(inputs.v6.starts),
+            bases: None,
             cell_bytes,
             limit,
         };
+        if shape == Shape::Steps {
+            table.fill_steps(merge, inputs)?;
+        } else {
+            table.fill_chunks(merge, inputs)?;
+        }
+        Ok(table)
+    }
+
+    /// The rows of a dense or chunked table, start by start.
+    fn fill_chunks(&mut self, merge: &Merge, inputs: &Inputs) -> Result<(), Stop> {
+        let (columns, of_source) = (&inputs.columns, &inputs.columns_of_source);
+        let chunk_len = self.chunk_len;
+        let chunks_per_row = self.rows.len;
         // The row kept from start to start, changed only where columns change, so that a
         // start costs its changes: chunks no change reached keep their numbers, unhashed.
-        let mut padded = vec![NONE; chunks_per_row * chunk_len];
+        let mut kept = MergedRow::new(merge, chunks_per_row * chunk_len);
         let mut numbers = vec![0u32; chunks_per_row];
-        let mut checked = vec![usize::MAX; width];
         let mut stale = vec![usize::MAX; chunks_per_row];
         let mut stale_positions: Vec<usize> = Vec::new();
-        let mut visits = 0usize;
         let mut last_row: Option<u32> = None;
         let mut row_id = |table: &mut Table, row: &[u32], changed: &[u32]| -> Result<u32, Stop> {
-            let visit = visits;
-            visits += 1;
-            for &k in changed {
-                let m = merge.of_column[k as usize] as usize;
-                if merge.members[m][0] == k {
-                    padded[m] = row[k as usize];
-                    let position = m / chunk_len;
-                    if std::mem::replace(&mut stale[position], visit) != visit {
-                        stale_positions.push(position);
-                    }
+            kept.update(row, changed, |column, visit| {
+                let position = column / chunk_len;
+                if std::mem::replace(&mut stale[position], visit) != visit {
+                    stale_positions.push(position);
                 }
-            }
-            // A merge holds while its columns change together and alike.
-            for &k in changed {
-                let m = merge.of_column[k as usize] as usize;
-                if std::mem::replace(&mut checked[m], visit) != visit
-                    && merge.members[m]
-                        .iter()
-                        .any(|&j| row[j as usize] != padded[m])
-                {
-                    return Err(Stop::Collision);
-                }
-            }
+            })?;
             match last_row {
                 Some(id) if stale_positions.is_empty() => return Ok(id),
                 // The first row: every chunk, padding-only ones too.
@@ -1228,27 +1350,127 @@ impl Table {
                 Some(_) => {}
             }
             for position in stale_positions.drain(..) {
-                let cells = &padded[position * chunk_len..][..chunk_len];
-                numbers[position] = match shape {
-                    Shape::Steps => table.chunk(&RowSteps::words_of(cells).ok_or(Stop::Unfit)?)?,
-                    _ => table.chunk(cells)?,
-                };
+                numbers[position] =
+                    table.chunk(&kept.slots[position * chunk_len..][..chunk_len])?;
             }
             let id = table.row(&numbers)?;
             last_row = Some(id);
             Ok(id)
         };
-        v4.walk(columns, of_source, |start, row, changed| {
-            let id = row_id(&mut table, row, changed)?;
-            table.v4_steps.push((start, id));
+        inputs.v4.walk(columns, of_source, |start, row, changed| {
+            let id = row_id(self, row, changed)?;
+            self.v4_steps.push((start, id));
             Ok(())
         })?;
-        v6.walk(columns, of_source, |start, row, changed| {
-            let id = row_id(&mut table, row, changed)?;
-            table.v6_steps.push((start, id));
+        inputs.v6.walk(columns, of_source, |start, row, changed| {
+            let id = row_id(self, row, changed)?;
+            self.v6_steps.push((start, id));
             Ok(())
-        })?;
-        Ok(table)
+        })
+    }
+
+    /// The records of a steps table: first each block's base, then each row's steps over
+    /// the base of every block it reaches (a row's interval is cut where a block begins).
+    fn fill_steps(&mut self, merge: &Merge, inputs: &Inputs) -> Result<(), Stop> {
+        let width = self.chunk_len;
+        if width > usize::from(RowSteps::UNUSED) {
+            return Err(Stop::Unfit);
+        }
+        let v4 = Self::block_maxima(&inputs.v4, merge, inputs, width)?;
+        let v6 = Self::block_maxima(&inputs.v6, merge, inputs, width)?;
+        let mut bases: Interner<&[u32]> = Interner::default();
+        let [v4_bases, v6_bases] = [&v4, &v6].map(|maxima| {
+            maxima
+                .iter()
+                .map(|base| u16::try_from(bases.intern(base)).expect("at most 512 bases"))
+                .collect::<Box<[u16]>>()
+        });
+        self.bases = Some(BlockBases {
+            v4: v4_bases,
+            v6: v6_bases,
+            width,
+            slots: bases.values().concat().into(),
+        });
+        self.v4_steps = self.steps_over(&inputs.v4, merge, inputs, &v4)?;
+        self.v6_steps = self.steps_over(&inputs.v6, merge, inputs, &v6)?;
+        Ok(())
+    }
+
+    /// For each block of `family`'s addresses, the highest slot of each column over the rows
+    /// in it.
+    fn block_maxima<K: Key>(
+        family: &Family<K>,
+        merge: &Merge,
+        inputs: &Inputs,
+        width: usize,
+    ) -> Result<Vec<Vec<u32>>, Stop> {
+        let mut maxima = vec![vec![0u32; width]; 1 << BLOCK_BITS];
+        let fold = |base: &mut Vec<u32>, row: &[u32]| {
+            for (high, &slot) in base.iter_mut().zip(row) {
+                *high = (*high).max(slot);
+            }
+        };
+        let mut kept = MergedRow::new(merge, width);
+        let mut reached = 0;
+        family.walk(
+            &inputs.columns,
+            &inputs.columns_of_source,
+            |start, row, changed| {
+                let block = block_of(start);
+                // Blocks that begin after the previous start and before this one begin in the
+                // previous row.
+                while reached <= block && block_start::<K>(reached) < start {
+                    fold(&mut maxima[reached], &kept.slots);
+                    reached += 1;
+                }
+                kept.update(row, changed, |_, _| {})?;
+                fold(&mut maxima[block], &kept.slots);
+                reached = block + 1;
+                Ok(())
+            },
+        )?;
+        for base in &mut maxima[reached..] {
+            fold(base, &kept.slots);
+        }
+        Ok(maxima)
+    }
+
+    /// `family`'s steps from address to record: a row's record over its block's base, at
+    /// each start and at each block's first address.
+    fn steps_over<K: Key>(
+        &mut self,
+        family: &Family<K>,
+        merge: &Merge,
+        inputs: &Inputs,
+        bases: &[Vec<u32>],
+    ) -> Result<Vec<(K, u32)>, Stop> {
+        let mut steps = Vec::with_capacity(family.starts);
+        let mut kept = MergedRow::new(merge, self.chunk_len);
+        let mut reached = 0;
+        let record = |table: &mut Table, row: &[u32], block: usize| {
+            let words = RowSteps::words_over(row, &bases[block]).ok_or(Stop::Unfit)?;
+            table.chunk(&words)
+        };
+        family.walk(
+            &inputs.columns,
+            &inputs.columns_of_source,
+            |start, row, changed| {
+                let block = block_of(start);
+                while reached <= block && block_start::<K>(reached) < start {
+                    let id = record(self, &kept.slots, reached)?;
+                    steps.push((block_start(reached), id));
+                    reached += 1;
+                }
+                kept.update(row, changed, |_, _| {})?;
+                steps.push((start, record(self, &kept.slots, block)?));
+                reached = block + 1;
+                Ok(())
+            },
+        )?;
+        for block in reached..bases.len() {
+            steps.push((block_start(block), record(self, &kept.slots, block)?));
+        }
+        Ok(steps)
     }
 
     fn number_bytes(&self) -> usize {
@@ -1264,7 +1486,8 @@ impl Table {
             Shape::Steps => self.chunks.count() * std::mem::size_of::<RowSteps>(),
             _ => self.chunks.flat.len() * self.cell_bytes,
         };
-        cells + self.rows.flat.len() * self.number_bytes()
+        let bases = self.bases.as_ref().map_or(0, BlockBases::heap_bytes);
+        cells + bases + self.rows.flat.len() * self.number_bytes()
     }
 
     fn chunk(&mut self, chunk: &[u32]) -> Result<u32, Stop> {
@@ -1311,14 +1534,15 @@ impl Table {
             _ => ChunkNumbers::Wide(std::mem::take(&mut self.rows.flat).into_boxed_slice()),
         };
         let cells = std::mem::take(&mut self.chunks.flat).into_iter();
-        let cells = if self.shape == Shape::Steps {
+        let cells = if let Some(bases) = self.bases.take() {
             let words: Vec<u32> = cells.collect();
-            Cells::Steps(
-                words
+            Cells::Steps {
+                rows: words
                     .chunks_exact(RowSteps::WORDS)
                     .map(RowSteps::from_words)
                     .collect(),
-            )
+                bases,
+            }
         } else if self.cell_bytes == 2 {
             Cells::Narrow(
                 cells
@@ -1408,6 +1632,39 @@ metadata: {name: a, namespace: n}
 status: {podIP: 10.0.0.1}
 "#;
 
+    /// Rules over every address on several ports each, so that a row has more than five steps
+    /// over no base (8.8.8.8 over the TCP ports: rules 9, 2, 9, 3, 9, 4, 9, 5, 9), but at most
+    /// five over its block's base; prefixes that cross a block's first address (9.255.255.0/23,
+    /// 10.0.0.0/7, 8.0.0.0/6), and IPv6.
+    const BASES_POLICY: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24"]}, destination: {ports: [80]}}
+  - {action: Allow, protocol: TCP, source: {nets: ["9.255.255.0/23", "fd00::/120"]}, destination: {ports: [22, 443]}}
+  - {action: Allow, protocol: TCP, source: {nets: ["0.0.0.0/0", "::/0"]}, destination: {ports: [1]}}
+  - {action: Deny, protocol: TCP, source: {nets: ["0.0.0.0/0"]}, destination: {ports: [3]}}
+  - {action: Allow, protocol: TCP, source: {nets: ["0.0.0.0/0", "::/0"]}, destination: {ports: [5]}}
+  - {action: Deny, protocol: TCP, source: {nets: ["0.0.0.0/0"]}, destination: {ports: [7]}}
+  - {action: Allow, protocol: UDP, source: {nets: ["0.0.0.0/0", "::/0"]}, destination: {ports: [9]}}
+  - {action: Allow, protocol: UDP, source: {nets: ["10.0.0.0/7"]}, destination: {ports: [53]}}
+  - {action: Deny, source: {nets: ["11.0.0.0/8"]}}
+  - {action: Allow, protocol: TCP, source: {nets: ["8.0.0.0/6", "fd00::/16"]}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: n}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: n}
+status: {podIP: 10.0.0.1}
+"#;
+
     /// The layered lookup of the pod's ingress table, compiled without a product.
     fn layered(fold_budget: usize) -> Classifier {
         layered_of(POLICY, fold_budget)
@@ -1443,6 +1700,11 @@ status: {podIP: 10.0.0.1}
             "10.9.9.9",
             "192.168.3.3",
             "8.8.8.8",
+            "9.1.1.1",
+            "9.255.255.1",
+            "10.0.0.0",
+            "11.1.1.1",
+            "12.0.0.1",
             "0.0.0.0",
             "255.255.255.255",
             "fd00::1",
@@ -1461,7 +1723,8 @@ status: {podIP: 10.0.0.1}
                 Protocol(47),
             ] {
                 for port in [
-                    0, 22, 53, 79, 80, 81, 443, 999, 1000, 1500, 2000, 2001, 65535,
+                    0, 1, 3, 4, 5, 7, 9, 22, 53, 79, 80, 81, 443, 999, 1000, 1500, 2000, 2001,
+                    65535,
                 ] {
                     probes.push((peer.parse().expect("an address"), protocol, port));
                 }
@@ -1492,14 +1755,57 @@ status: {podIP: 10.0.0.1}
     }
 
     /// Each policy with the shapes it fits.
-    fn policies_and_shapes() -> [(&'static str, Vec<Shape>); 2] {
+    fn policies_and_shapes() -> [(&'static str, Vec<Shape>); 3] {
+        let with_steps = || std::iter::once(Shape::Steps).chain(SHAPES).collect();
         [
             (POLICY, SHAPES.to_vec()),
-            (
-                STEPS_POLICY,
-                std::iter::once(Shape::Steps).chain(SHAPES).collect(),
-            ),
+            (STEPS_POLICY, with_steps()),
+            (BASES_POLICY, with_steps()),
         ]
+    }
+
+    #[test]
+    fn a_row_of_more_than_five_steps_fits_over_its_blocks_base() {
+        let classifier = layered_of(BASES_POLICY, 0);
+        let lookup = lookup(&classifier);
+        let peer: IpAddr = "8.8.8.8".parse().expect("an address");
+        let slots: Vec<u32> = (0..=1000)
+            .map(|port| lookup.first(None, peer, Protocol::TCP, port))
+            .collect();
+        let steps = 1 + slots.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(steps > RowSteps::MAX, "{steps} steps over no base");
+        let product = build_as(lookup, 8, Shape::Steps, usize::MAX).expect("fits over bases");
+        let Cells::Steps { bases, .. } = &product.cells else {
+            panic!("a steps product")
+        };
+        // 8.x (all of it under 8.0.0.0/6) and 12.x (under no rule but those of every
+        // address) have bases of their own.
+        assert_ne!(bases.v4[8], bases.v4[12]);
+    }
+
+    #[test]
+    fn a_record_over_a_base_takes_the_lower_slot_in_every_column() {
+        // A late rule (7) over some columns: below the base there, above it elsewhere.
+        let base = [5, 5, 9, 9, 5, 9, 5, 9, 5];
+        let row = [5, 5, 7, 7, 5, 7, 5, 7, 5];
+        assert!(words_of(&row).is_none(), "seven steps over no base");
+        let words = RowSteps::words_over(&row, &base).expect("one step");
+        let record = RowSteps::from_words(&words);
+        assert_eq!(record.starts, 0x7FFF_7FFF_7FFF_7FFF);
+        assert_eq!(words[2], 7);
+        for (column, (&slot, &floor)) in row.iter().zip(&base).enumerate() {
+            assert_eq!(record.slot(column as u32).min(floor), slot, "{column}");
+        }
+        // Columns below the base with different slots need steps of their own; a column at
+        // its base takes no slot of its own (step 0 is `NONE`).
+        let row = [5, 2, 2, 9, 3, 5];
+        let base = [5, 9, 9, 9, 9, 5];
+        let words = RowSteps::words_over(&row, &base).expect("five steps");
+        let record = RowSteps::from_words(&words);
+        assert_eq!(words[2..], [NONE, 2, NONE, 3, NONE]);
+        for (column, (&slot, &floor)) in row.iter().zip(&base).enumerate() {
+            assert_eq!(record.slot(column as u32).min(floor), slot, "{column}");
+        }
     }
 
     #[test]
@@ -1517,8 +1823,8 @@ status: {podIP: 10.0.0.1}
                     build_as(lookup, 70_000, shape, usize::MAX).expect("addresses and ports");
                 assert_eq!(narrow.shape(), shape);
                 if shape == Shape::Steps {
-                    assert!(matches!(narrow.cells, Cells::Steps(_)));
-                    assert!(matches!(wide.cells, Cells::Steps(_)));
+                    assert!(matches!(narrow.cells, Cells::Steps { .. }));
+                    assert!(matches!(wide.cells, Cells::Steps { .. }));
                 } else {
                     assert!(matches!(narrow.cells, Cells::Narrow(_)));
                     assert!(matches!(wide.cells, Cells::Wide(_)));
@@ -1566,6 +1872,11 @@ status: {podIP: 10.0.0.1}
         ));
     }
 
+    /// The record of `row` over no base.
+    fn words_of(row: &[u32]) -> Option<[u32; RowSteps::WORDS]> {
+        RowSteps::words_over(row, &vec![NONE; row.len()])
+    }
+
     /// A row of `width` columns whose slot changes at `starts` (the first at column 0),
     /// slot 10 × the step's number.
     fn row_of_steps(width: usize, starts: &[usize]) -> Vec<u32> {
@@ -1598,7 +1909,7 @@ status: {podIP: 10.0.0.1}
                         *starts.last_mut().expect("steps") = width - 1;
                     }
                     let row = row_of_steps(width, &starts);
-                    let words = RowSteps::words_of(&row).expect("at most five steps");
+                    let words = words_of(&row).expect("at most five steps");
                     let record = RowSteps::from_words(&words);
                     for (column, &slot) in row.iter().enumerate() {
                         assert_eq!(record.slot(column as u32), slot, "{starts:?} {column}");
@@ -1606,13 +1917,13 @@ status: {podIP: 10.0.0.1}
                 }
             }
         }
-        assert!(RowSteps::words_of(&row_of_steps(300, &[0, 1, 2, 3, 4, 299])).is_none());
+        assert!(words_of(&row_of_steps(300, &[0, 1, 2, 3, 4, 299])).is_none());
         // Steps of one slot apart are one step.
         let mut row = row_of_steps(300, &[0, 1, 2, 3, 4]);
         row.extend(row_of_steps(300, &[0, 1, 2, 3, 4]));
-        assert!(RowSteps::words_of(&row).is_none());
+        assert!(words_of(&row).is_none());
         let alike = [NONE, NONE, 7, 7, NONE, 3];
-        let record = RowSteps::from_words(&RowSteps::words_of(&alike).expect("4 steps"));
+        let record = RowSteps::from_words(&words_of(&alike).expect("4 steps"));
         assert_eq!(record.slot(1), NONE);
         assert_eq!(record.slot(3), 7);
         assert_eq!(record.slot(5), 3);
@@ -1715,7 +2026,7 @@ status: {podIP: 10.0.0.1}
                 };
                 let table = Table::new(shape, merge, &inputs, 2, usize::MAX).expect("no limit");
                 assert!(merge.bytes_at_least(shape, 2) <= table.bytes(), "{shape:?}");
-                if matches!(shape, Shape::Dense | Shape::Steps) {
+                if shape == Shape::Dense {
                     // Without a collision of row hashes, the count is exact.
                     assert_eq!(merge.rows_at_least, table.chunks.count());
                 }
