@@ -1633,9 +1633,12 @@ status: {podIP: 10.0.0.1}
 "#;
 
     /// Rules over every address on several ports each, so that a row has more than five steps
-    /// over no base (8.8.8.8 over the TCP ports: rules 9, 2, 9, 3, 9, 4, 9, 5, 9), but at most
-    /// five over its block's base; prefixes that cross a block's first address (9.255.255.0/23,
-    /// 10.0.0.0/7, 8.0.0.0/6), and IPv6.
+    /// over no base (8.8.8.8 over the TCP ports: rules 11, 4, 11, 5, 11, 6, 11, 7, 11), but at
+    /// most five over its block's base; prefixes that cross a block's first address
+    /// (9.255.255.0/23, 10.0.0.0/7, 8.0.0.0/6), and IPv6. The second rule's row runs from
+    /// 12.128.0.0 into block 13 with no start at 13.0.0.0, over bases that differ there (block
+    /// 12's base is under the first rule, block 13's over 13.128.0.0 under neither): cut
+    /// nowhere but at starts, it would answer 13.0.0.1 on TCP port 5 from block 12's base.
     const BASES_POLICY: &str = r#"
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -1644,6 +1647,8 @@ spec:
   selector: all()
   types: [Ingress]
   ingress:
+  - {action: Allow, protocol: TCP, source: {nets: ["12.0.0.0/9"]}}
+  - {action: Deny, protocol: TCP, source: {nets: ["12.128.0.0/9", "13.0.0.0/9"]}, destination: {ports: [5]}}
   - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24"]}, destination: {ports: [80]}}
   - {action: Allow, protocol: TCP, source: {nets: ["9.255.255.0/23", "fd00::/120"]}, destination: {ports: [22, 443]}}
   - {action: Allow, protocol: TCP, source: {nets: ["0.0.0.0/0", "::/0"]}, destination: {ports: [1]}}
@@ -1705,6 +1710,9 @@ status: {podIP: 10.0.0.1}
             "10.0.0.0",
             "11.1.1.1",
             "12.0.0.1",
+            "12.200.0.1",
+            "13.0.0.1",
+            "13.200.0.1",
             "0.0.0.0",
             "255.255.255.255",
             "fd00::1",
