@@ -1405,33 +1405,12 @@ impl Table {
         width: usize,
     ) -> Result<Vec<Vec<u32>>, Stop> {
         let mut maxima = vec![vec![0u32; width]; 1 << BLOCK_BITS];
-        let fold = |base: &mut Vec<u32>, row: &[u32]| {
-            for (high, &slot) in base.iter_mut().zip(row) {
+        Self::walk_blocks(family, merge, inputs, width, |_: K, row, block| {
+            for (high, &slot) in maxima[block].iter_mut().zip(row) {
                 *high = (*high).max(slot);
             }
-        };
-        let mut kept = MergedRow::new(merge, width);
-        let mut reached = 0;
-        family.walk(
-            &inputs.columns,
-            &inputs.columns_of_source,
-            |start, row, changed| {
-                let block = block_of(start);
-                // Blocks that begin after the previous start and before this one begin in the
-                // previous row.
-                while reached <= block && block_start::<K>(reached) < start {
-                    fold(&mut maxima[reached], &kept.slots);
-                    reached += 1;
-                }
-                kept.update(row, changed, |_, _| {})?;
-                fold(&mut maxima[block], &kept.slots);
-                reached = block + 1;
-                Ok(())
-            },
-        )?;
-        for base in &mut maxima[reached..] {
-            fold(base, &kept.slots);
-        }
+            Ok(())
+        })?;
         Ok(maxima)
     }
 
@@ -1445,32 +1424,52 @@ impl Table {
         bases: &[Vec<u32>],
     ) -> Result<Vec<(K, u32)>, Stop> {
         let mut steps = Vec::with_capacity(family.starts);
-        let mut kept = MergedRow::new(merge, self.chunk_len);
+        Self::walk_blocks(
+            family,
+            merge,
+            inputs,
+            self.chunk_len,
+            |start, row, block| {
+                let words = RowSteps::words_over(row, &bases[block]).ok_or(Stop::Unfit)?;
+                steps.push((start, self.chunk(&words)?));
+                Ok(())
+            },
+        )?;
+        Ok(steps)
+    }
+
+    /// Walks `family`'s rows (merged, `width` columns) cut where a block of addresses begins:
+    /// `visit(start, row, block)` at each start, and at each block's first address that falls
+    /// inside a row begun before it.
+    fn walk_blocks<K: Key>(
+        family: &Family<K>,
+        merge: &Merge,
+        inputs: &Inputs,
+        width: usize,
+        mut visit: impl FnMut(K, &[u32], usize) -> Result<(), Stop>,
+    ) -> Result<(), Stop> {
+        let mut kept = MergedRow::new(merge, width);
+        // The first block whose first address has not been visited.
         let mut reached = 0;
-        let record = |table: &mut Table, row: &[u32], block: usize| {
-            let words = RowSteps::words_over(row, &bases[block]).ok_or(Stop::Unfit)?;
-            table.chunk(&words)
-        };
         family.walk(
             &inputs.columns,
             &inputs.columns_of_source,
             |start, row, changed| {
                 let block = block_of(start);
                 while reached <= block && block_start::<K>(reached) < start {
-                    let id = record(self, &kept.slots, reached)?;
-                    steps.push((block_start(reached), id));
+                    visit(block_start(reached), &kept.slots, reached)?;
                     reached += 1;
                 }
                 kept.update(row, changed, |_, _| {})?;
-                steps.push((start, record(self, &kept.slots, block)?));
+                visit(start, &kept.slots, block)?;
                 reached = block + 1;
                 Ok(())
             },
         )?;
-        for block in reached..bases.len() {
-            steps.push((block_start(block), record(self, &kept.slots, block)?));
+        for block in reached..1 << BLOCK_BITS {
+            visit(block_start(block), &kept.slots, block)?;
         }
-        Ok(steps)
+        Ok(())
     }
 
     fn number_bytes(&self) -> usize {
@@ -1578,14 +1577,7 @@ mod tests {
 
     /// Rules on ports, ranges, whole protocols, `notProtocol` and every protocol, over nested
     /// IPv4 and IPv6 nets, in an order where later rules are shadowed in places.
-    const POLICY: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: p}
-spec:
-  selector: all()
-  types: [Ingress]
-  ingress:
+    const RULES: &str = r#"
   - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24", "fd00::/120"]}, destination: {ports: [80]}}
   - {action: Allow, protocol: TCP, source: {nets: ["10.1.0.0/16"]}, destination: {ports: ["1000:2000", 443]}}
   - {action: Allow, protocol: UDP, source: {nets: ["10.1.2.128/25", "fd00::80/121"]}, destination: {ports: [53]}}
@@ -1594,42 +1586,17 @@ spec:
   - {action: Allow, protocol: ICMP, source: {nets: ["0.0.0.0/0"]}}
   - {action: Allow, protocol: TCP, destination: {ports: [22]}}
   - {action: Deny, source: {nets: ["10.1.2.3/32", "::/0"]}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: n}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: n}
-status: {podIP: 10.0.0.1}
 "#;
 
     /// Fewer rules, so that every row changes slot at most four times over the ports (5
     /// steps at 10.1.2.200: TCP 0 → rule 3, TCP 80 → 0, TCP 1000 → 1, UDP 53 → 2, UDP 54 → 3),
     /// and the steps shape fits.
-    const STEPS_POLICY: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: p}
-spec:
-  selector: all()
-  types: [Ingress]
-  ingress:
+    const STEPS_RULES: &str = r#"
   - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24", "fd00::/120"]}, destination: {ports: [80]}}
   - {action: Allow, protocol: TCP, source: {nets: ["10.1.0.0/16"]}, destination: {ports: ["1000:2000"]}}
   - {action: Allow, protocol: UDP, source: {nets: ["10.1.2.128/25", "fd00::80/121"]}, destination: {ports: [53]}}
   - {action: Deny, source: {nets: ["10.0.0.0/8", "fd00::/64"]}}
   - {action: Allow, protocol: ICMP, source: {nets: ["0.0.0.0/0"]}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: n}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: n}
-status: {podIP: 10.0.0.1}
 "#;
 
     /// Rules over every address on several ports each, so that a row has more than five steps
@@ -1639,14 +1606,7 @@ status: {podIP: 10.0.0.1}
     /// 12.128.0.0 into block 13 with no start at 13.0.0.0, over bases that differ there (block
     /// 12's base is under the first rule, block 13's over 13.128.0.0 under neither): cut
     /// nowhere but at starts, it would answer 13.0.0.1 on TCP port 5 from block 12's base.
-    const BASES_POLICY: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: p}
-spec:
-  selector: all()
-  types: [Ingress]
-  ingress:
+    const BASES_RULES: &str = r#"
   - {action: Allow, protocol: TCP, source: {nets: ["12.0.0.0/9"]}}
   - {action: Deny, protocol: TCP, source: {nets: ["12.128.0.0/9", "13.0.0.0/9"]}, destination: {ports: [5]}}
   - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24"]}, destination: {ports: [80]}}
@@ -1659,25 +1619,27 @@ spec:
   - {action: Allow, protocol: UDP, source: {nets: ["10.0.0.0/7"]}, destination: {ports: [53]}}
   - {action: Deny, source: {nets: ["11.0.0.0/8"]}}
   - {action: Allow, protocol: TCP, source: {nets: ["8.0.0.0/6", "fd00::/16"]}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: n}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: n}
-status: {podIP: 10.0.0.1}
 "#;
+
+    /// A GlobalNetworkPolicy of `rules` on the ingress of every pod, and one pod.
+    fn policy(rules: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\n\
+             spec:\n  selector: all()\n  types: [Ingress]\n  ingress:{rules}---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {{name: n}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: n}}\n\
+             status: {{podIP: 10.0.0.1}}\n"
+        )
+    }
 
     /// The layered lookup of the pod's ingress table, compiled without a product.
     fn layered(fold_budget: usize) -> Classifier {
-        layered_of(POLICY, fold_budget)
+        layered_of(RULES, fold_budget)
     }
 
-    fn layered_of(policy: &str, fold_budget: usize) -> Classifier {
-        let cluster =
-            Arc::new(crate::load(&[crate::Source::new("p.yaml", policy)]).expect("valid"));
+    fn layered_of(rules: &str, fold_budget: usize) -> Classifier {
+        let text = policy(rules);
+        let cluster = Arc::new(crate::load(&[crate::Source::new("p.yaml", text)]).expect("valid"));
         Classifier::compile_with(
             cluster,
             CompileOptions {
@@ -1741,7 +1703,7 @@ status: {podIP: 10.0.0.1}
         probes
     }
 
-    /// Every shape of [`POLICY`]: dense, and chunks of 1 to 64 columns (the policy has a few
+    /// Every shape of [`RULES`]: dense, and chunks of 1 to 64 columns (the policy has a few
     /// columns, so the narrow chunks give rows of several chunks). Its rows have too many
     /// steps for the steps shape.
     const SHAPES: [Shape; 5] = [
@@ -1762,19 +1724,19 @@ status: {podIP: 10.0.0.1}
         )
     }
 
-    /// Each policy with the shapes it fits.
+    /// Each rule list with the shapes it fits.
     fn policies_and_shapes() -> [(&'static str, Vec<Shape>); 3] {
         let with_steps = || std::iter::once(Shape::Steps).chain(SHAPES).collect();
         [
-            (POLICY, SHAPES.to_vec()),
-            (STEPS_POLICY, with_steps()),
-            (BASES_POLICY, with_steps()),
+            (RULES, SHAPES.to_vec()),
+            (STEPS_RULES, with_steps()),
+            (BASES_RULES, with_steps()),
         ]
     }
 
     #[test]
     fn a_row_of_more_than_five_steps_fits_over_its_blocks_base() {
-        let classifier = layered_of(BASES_POLICY, 0);
+        let classifier = layered_of(BASES_RULES, 0);
         let lookup = lookup(&classifier);
         let peer: IpAddr = "8.8.8.8".parse().expect("an address");
         let slots: Vec<u32> = (0..=1000)
@@ -1939,7 +1901,7 @@ status: {podIP: 10.0.0.1}
 
     #[test]
     fn the_steps_shape_numbers_columns_in_port_order_and_stays_within_its_width() {
-        let classifier = layered_of(STEPS_POLICY, 0);
+        let classifier = layered_of(STEPS_RULES, 0);
         let lookup = lookup(&classifier);
         let product = build_as(lookup, 8, Shape::Steps, usize::MAX).expect("five steps at most");
         // Protocols in order (ICMP is 1, TCP 6), ports from 0.
@@ -1966,7 +1928,7 @@ status: {podIP: 10.0.0.1}
 
     #[test]
     fn dense_is_taken_within_its_budget_then_steps_within_theirs_else_the_smallest_chunks() {
-        let classifier = layered_of(STEPS_POLICY, 0);
+        let classifier = layered_of(STEPS_RULES, 0);
         let lookup = lookup(&classifier);
         let bytes = |shape| {
             build_as(lookup, 8, shape, usize::MAX)
