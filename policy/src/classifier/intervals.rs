@@ -208,8 +208,9 @@ impl<K: Key> StepIndex<K> {
         if value < self.low {
             return Bucket::BELOW;
         }
-        let b = (((value - self.low) >> self.shift) as usize).min(self.buckets.len() - 1);
-        Bucket(b as u32)
+        // Clamped before the cast: an IPv6 key far above the last start is past `usize`.
+        let last = self.buckets.len() as u128 - 1;
+        Bucket(((value - self.low) >> self.shift).min(last) as u32)
     }
 
     #[inline]
@@ -499,6 +500,27 @@ mod tests {
         ] {
             assert_eq!(index.class_at(probe), want, "probe {probe}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_key_far_above_the_last_start_is_in_the_last_step() {
+        // Starts a few apart near fd00::, so that a bucket is one key wide: a key 2^120 above
+        // them is past `usize` buckets away, and must not wrap into a low bucket.
+        let fd00 = 0xfd00_u128 << 112;
+        let mut keys = vec![0];
+        keys.extend((0..300u128).map(|i| fd00 + 1 + i * 3));
+        let index = numbered(&keys);
+        let last = keys.len() as u32 - 1;
+        for probe in [
+            fd00 + 2_000,
+            0xff00_u128 << 112,
+            (0xff00_u128 << 112) + 1,
+            u128::MAX,
+        ] {
+            assert_eq!(index.class_at(probe), last, "probe {probe:#x}");
+        }
+        assert_eq!(index.class_at(fd00 + 3), 1);
+        assert_eq!(index.class_at(fd00), 0);
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub fn compare(
         "fd00::99",
         "fd00::5",
         "2001:db8::1",
+        // Far above every IPv6 start: past `usize` buckets of a fine index.
+        "fe80::1",
+        "ff02::1",
     ] {
         peers.push(extra.parse().unwrap());
     }
