@@ -378,16 +378,18 @@ pub struct CompileOptions {
     /// measures the shapes against the layered layouts (BENCHMARKS.md, ClassBench).
     pub product_budget: usize,
     /// How many of those bytes the product may spend in its dense shape (one load per
-    /// packet). Past it, the product is chunked: the columns cut into chunks shared between
+    /// packet). Past it, the product takes steps where its rows allow (see
+    /// `steps_product_budget`), else it is chunked: the columns cut into chunks shared between
     /// rows, one dependent load more for a smaller table (2.4–5.4 × smaller on the 100k
     /// ClassBench lists; not guaranteed smaller in general, since chunks are padded).
     pub dense_product_budget: usize,
     /// How many of those bytes the product may spend in its steps shape, taken where the
     /// dense one does not fit and every row of the product changes first slot at most four
     /// times over the ports, counted where it is below its block of addresses' base row: each
-    /// row is then one record of 32 bytes, one load per packet (acl1's 100k-rule ingress
-    /// table: 3.2 MB of records against 15.5 MB of chunks, and 0.6 × the time per lookup;
-    /// BENCHMARKS.md, ClassBench). With 0, such a product is chunked.
+    /// row is then one record of 32 bytes per block it reaches, and a lookup loads the record
+    /// and, without waiting for it, a slot of the base (acl1's 100k-rule ingress table: 3.2 MB
+    /// of records against 15.5 MB of chunks, and 0.6 × the time per lookup; BENCHMARKS.md,
+    /// ClassBench). With 0, such a product is chunked.
     pub steps_product_budget: usize,
     /// Products of at least this many bytes are looked up in interleaved stages by
     /// [`Classifier::decide_each`], so that the cache misses of a group of lookups overlap.
@@ -399,7 +401,7 @@ pub struct CompileOptions {
     pub staged_product_bytes: usize,
     /// How many bytes a table with source-port rules (Calico `source.ports`) may spend on one
     /// product for its main lookup and every source-port class's together (also within the
-    /// two budgets above): a packet then costs one product lookup where it took two, the
+    /// budgets above): a packet then costs one product lookup where it took two, the
     /// main lookup's and its source-port class's (`Product::build_joint`). Past it, or with
     /// 0, each lookup gets a product of its own where it fits.
     pub joint_product_budget: usize,

@@ -83,7 +83,8 @@ pub fn run(files: &[PathBuf], output: Output) -> Result<ExitCode> {
                 // (BENCHMARKS.md, ClassBench, steps).
                 println!(
                     "{} of them as steps (too many address × port cells for one flat table; \
-                     each address class holds at most five port ranges)",
+                     each address class differs from its address block's in at most five port \
+                     ranges)",
                     stats.steps_product_tables
                 );
             }

@@ -635,12 +635,14 @@ pub struct Stats {
     /// `CompileOptions::product_budget`.
     pub product_tables: usize,
     /// Of those, the tables whose product is chunked, because the dense one would outgrow
-    /// `CompileOptions::dense_product_budget` and some row has too many steps for the steps
-    /// shape (one dependent load more per lookup).
+    /// `CompileOptions::dense_product_budget` and the steps shape does not fit (a row with
+    /// more than five steps over its block's base, or past
+    /// `CompileOptions::steps_product_budget`): one dependent load more per lookup.
     pub chunked_product_tables: usize,
-    /// Of those, the tables whose product holds each row as at most five steps over the ports,
-    /// because the dense one would outgrow `CompileOptions::dense_product_budget` (one load
-    /// per lookup, as dense).
+    /// Of those, the tables whose product holds each row as at most five steps over the ports
+    /// where it is below its block of addresses' base row, because the dense one would
+    /// outgrow `CompileOptions::dense_product_budget` (one record load per lookup, beside a
+    /// base slot that does not wait for it).
     pub steps_product_tables: usize,
     /// Tables whose main lookup's product `decide_each` looks up in stages, because it takes
     /// at least `CompileOptions::staged_product_bytes`.

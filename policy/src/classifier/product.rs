@@ -19,7 +19,7 @@
 //!
 //! Where every row changes first slot at most four times over its columns, numbered in port
 //! order, a row is better kept as its *steps* ([`RowSteps`]): the column where each step
-//! starts and its slot, 32 bytes per distinct row, one load and a branch-free count per
+//! starts and its slot, 32 bytes per distinct record, one load and a branch-free count per
 //! lookup. A rule over a range of ports covers a range of columns in that order. Rules over a
 //! wide prefix would still make many steps in every row they cover, so a record holds only
 //! where its row is below a *base* row shared by a block of addresses ([`BlockBases`]; the
@@ -146,6 +146,10 @@ impl RowSteps {
     /// allows, which makes the fewest steps.
     fn words_over(row: &[u32], base: &[u32]) -> Option<[u32; Self::WORDS]> {
         debug_assert_eq!(row.len(), base.len());
+        debug_assert!(
+            row.len() <= usize::from(Self::UNUSED),
+            "columns below UNUSED"
+        );
         let mut starts = [Self::UNUSED; Self::MAX - 1];
         let mut words = [NONE; Self::WORDS];
         let mut steps = 0;
@@ -225,17 +229,24 @@ enum ChunkNumbers {
 /// makes them, and a table with many source-port classes has sources that feed many columns.
 /// fw1's 100k-rule tables make 6.8M and 7.3M; ipc1's (past the byte budget anyway) 459M, which
 /// took 11 s to find too big. (A shape also rehashes the chunks those updates reach, a whole
-/// row for the dense shape; `Merge::bytes_at_least` skips a dense shape past its limit.)
+/// row for the dense shape; `Merge::bytes_at_least` skips a dense shape past its limit; the
+/// steps shape reads whole rows too, within [`STEPS_WORK`].)
 const JOINT_WORK: usize = 1 << 26;
+
+/// How many slots the steps shape may read while it is built: each start whose row changed
+/// costs a pass over the row's columns (`RowSteps::words_over`). ClassBench's 100k-rule
+/// tables take up to 45M (acl1 ingress: 199,238 starts × 224 columns), about 0.2 s.
+const STEPS_WORK: usize = 1 << 27;
 
 /// How the cells are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
     /// A chunk is a whole row: one load.
     Dense,
-    /// Each distinct row as a record of at most [`RowSteps::MAX`] steps over its columns in
-    /// port order: one load of 32 bytes. Only for tables whose every row has so few steps
-    /// (acl1 at 100k rules: 99,621 rows, 3.2 MB against 15.5 MB of chunks).
+    /// Each row as a record of at most [`RowSteps::MAX`] steps over its columns in port order,
+    /// where it is below its block's base ([`BlockBases`]): one load of 32 bytes, and the
+    /// base's slot, which does not wait for it. Only for tables whose every row has so few
+    /// steps (acl1 at 100k rules: 3.2 MB of records against 15.5 MB of chunks).
     Steps,
     /// Chunks of `1 << shift` columns: a load of the chunk's number, then of the cell.
     Chunked { shift: u32 },
@@ -378,7 +389,8 @@ impl Product {
     /// The product of `parts` (each a set of `layers` whose lower first slot it answers), in
     /// the first of `shapes` within its limit of bytes if that is the dense or the steps shape,
     /// else in the smallest of the chunked ones within theirs. `work` bounds the column updates
-    /// ([`Inputs::updates`]) that every shape walks.
+    /// ([`Inputs::updates`]) that every shape walks (the steps shape is also bounded by
+    /// [`STEPS_WORK`]).
     fn build_in(
         layers: &[Layer<'_>],
         parts: &[Vec<usize>],
@@ -510,10 +522,9 @@ impl Product {
 
     #[inline]
     fn prefetch_cell(&self, chunk: usize, column: u32) {
-        let at = self.cell_at(chunk, column);
         match &self.cells {
-            Cells::Narrow(cells) => prefetch_index(cells, at),
-            Cells::Wide(cells) => prefetch_index(cells, at),
+            Cells::Narrow(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
+            Cells::Wide(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
             Cells::Steps { rows, .. } => prefetch_index(rows, chunk),
         }
     }
@@ -538,13 +549,12 @@ impl Product {
 
     #[inline]
     fn cell(&self, peer: IpAddr, chunk: usize, column: u32) -> u32 {
-        let at = self.cell_at(chunk, column);
         match &self.cells {
-            Cells::Narrow(cells) => match cells[at] {
+            Cells::Narrow(cells) => match cells[self.cell_at(chunk, column)] {
                 u16::MAX => NONE,
                 slot => u32::from(slot),
             },
-            Cells::Wide(cells) => cells[at],
+            Cells::Wide(cells) => cells[self.cell_at(chunk, column)],
             Cells::Steps { rows, bases } => rows[chunk].slot(column).min(bases.slot(peer, column)),
         }
     }
@@ -1071,14 +1081,16 @@ impl Merge {
         }
     }
 
-    /// The fewest bytes `shape` can take: a cell per column of each distinct row if dense,
-    /// else a chunk number (at least two bytes) per chunk of each, and one chunk.
+    /// The fewest bytes `shape` can take: a cell per column of each distinct row if dense; a
+    /// record, a base and the blocks' base numbers in steps; else a chunk number (at least two
+    /// bytes) per chunk of each distinct row, and one chunk.
     fn bytes_at_least(&self, shape: Shape, cell_bytes: usize) -> usize {
         let width = self.width.max(1);
         match shape {
             Shape::Dense => self.rows_at_least.saturating_mul(width * cell_bytes),
-            // Rows over different bases may share a record: one record at least.
-            Shape::Steps => std::mem::size_of::<RowSteps>(),
+            // Rows over different bases may share a record: one record at least, one base and
+            // the blocks' base numbers.
+            Shape::Steps => std::mem::size_of::<RowSteps>() + width * 4 + (2 << BLOCK_BITS) * 2,
             Shape::Chunked { shift } => {
                 let chunk_len = 1 << shift;
                 let numbers = self
@@ -1126,6 +1138,28 @@ impl Merge {
             members,
             width,
             rows_at_least: 1,
+        }
+    }
+}
+
+/// Where a row begins in a block of addresses, for the steps shape ([`Table::walk_blocks`]).
+struct Piece<'r, K> {
+    start: K,
+    /// A slot per column of the table.
+    row: &'r [u32],
+    block: usize,
+    /// The columns set since the block's previous piece (`None`: the block's first piece, or
+    /// a piece begun by the block's first address).
+    changed: Option<&'r [usize]>,
+}
+
+impl<'r, K> Piece<'r, K> {
+    fn entering(start: K, row: &'r [u32], block: usize) -> Self {
+        Piece {
+            start,
+            row,
+            block,
+            changed: None,
         }
     }
 }
@@ -1235,7 +1269,7 @@ struct Table {
     bases: Option<BlockBases>,
     /// Columns per chunk (dense and steps: the row's width).
     chunk_len: usize,
-    /// The distinct chunks: their cells.
+    /// The distinct chunks: their cells (in the steps shape, the distinct records' words).
     chunks: Runs,
     /// The distinct rows: their chunk numbers (chunked shapes only).
     rows: Runs,
@@ -1373,7 +1407,8 @@ impl Table {
     /// the base of every block it reaches (a row's interval is cut where a block begins).
     fn fill_steps(&mut self, merge: &Merge, inputs: &Inputs) -> Result<(), Stop> {
         let width = self.chunk_len;
-        if width > usize::from(RowSteps::UNUSED) {
+        let starts = inputs.v4.starts + inputs.v6.starts + (2 << BLOCK_BITS);
+        if width > usize::from(RowSteps::UNUSED) || starts.saturating_mul(width) > STEPS_WORK {
             return Err(Stop::Unfit);
         }
         let v4 = Self::block_maxima(&inputs.v4, merge, inputs, width)?;
@@ -1391,13 +1426,17 @@ impl Table {
             width,
             slots: bases.values().concat().into(),
         });
+        if self.bytes() > self.limit {
+            return Err(Stop::Budget);
+        }
         self.v4_steps = self.steps_over(&inputs.v4, merge, inputs, &v4)?;
         self.v6_steps = self.steps_over(&inputs.v6, merge, inputs, &v6)?;
         Ok(())
     }
 
     /// For each block of `family`'s addresses, the highest slot of each column over the rows
-    /// in it.
+    /// in it. A row costs the columns that changed since the block's previous row, and a
+    /// block all of its columns once.
     fn block_maxima<K: Key>(
         family: &Family<K>,
         merge: &Merge,
@@ -1405,9 +1444,12 @@ impl Table {
         width: usize,
     ) -> Result<Vec<Vec<u32>>, Stop> {
         let mut maxima = vec![vec![0u32; width]; 1 << BLOCK_BITS];
-        Self::walk_blocks(family, merge, inputs, width, |_: K, row, block| {
-            for (high, &slot) in maxima[block].iter_mut().zip(row) {
-                *high = (*high).max(slot);
+        Self::walk_blocks(family, merge, inputs, width, |piece: Piece<'_, K>| {
+            let base = &mut maxima[piece.block];
+            let mut fold = |column: usize| base[column] = base[column].max(piece.row[column]);
+            match piece.changed {
+                None => (0..width).for_each(&mut fold),
+                Some(columns) => columns.iter().copied().for_each(fold),
             }
             Ok(())
         })?;
@@ -1415,7 +1457,8 @@ impl Table {
     }
 
     /// `family`'s steps from address to record: a row's record over its block's base, at
-    /// each start and at each block's first address.
+    /// each start and at each block's first address. A start that changed no column of the
+    /// table keeps the record before it.
     fn steps_over<K: Key>(
         &mut self,
         family: &Family<K>,
@@ -1424,31 +1467,31 @@ impl Table {
         bases: &[Vec<u32>],
     ) -> Result<Vec<(K, u32)>, Stop> {
         let mut steps = Vec::with_capacity(family.starts);
-        Self::walk_blocks(
-            family,
-            merge,
-            inputs,
-            self.chunk_len,
-            |start, row, block| {
-                let words = RowSteps::words_over(row, &bases[block]).ok_or(Stop::Unfit)?;
-                steps.push((start, self.chunk(&words)?));
-                Ok(())
-            },
-        )?;
+        let mut last = 0;
+        Self::walk_blocks(family, merge, inputs, self.chunk_len, |piece| {
+            if piece.changed.is_none_or(|columns| !columns.is_empty()) {
+                let base = &bases[piece.block];
+                let words = RowSteps::words_over(piece.row, base).ok_or(Stop::Unfit)?;
+                last = self.chunk(&words)?;
+            }
+            steps.push((piece.start, last));
+            Ok(())
+        })?;
         Ok(steps)
     }
 
     /// Walks `family`'s rows (merged, `width` columns) cut where a block of addresses begins:
-    /// `visit(start, row, block)` at each start, and at each block's first address that falls
-    /// inside a row begun before it.
+    /// `visit` at each start, and at each block's first address that falls inside a row
+    /// begun before it.
     fn walk_blocks<K: Key>(
         family: &Family<K>,
         merge: &Merge,
         inputs: &Inputs,
         width: usize,
-        mut visit: impl FnMut(K, &[u32], usize) -> Result<(), Stop>,
+        mut visit: impl FnMut(Piece<'_, K>) -> Result<(), Stop>,
     ) -> Result<(), Stop> {
         let mut kept = MergedRow::new(merge, width);
+        let mut set: Vec<usize> = Vec::new();
         // The first block whose first address has not been visited.
         let mut reached = 0;
         family.walk(
@@ -1456,18 +1499,25 @@ impl Table {
             &inputs.columns_of_source,
             |start, row, changed| {
                 let block = block_of(start);
+                let entered = reached <= block;
                 while reached <= block && block_start::<K>(reached) < start {
-                    visit(block_start(reached), &kept.slots, reached)?;
+                    visit(Piece::entering(block_start(reached), &kept.slots, reached))?;
                     reached += 1;
                 }
-                kept.update(row, changed, |_, _| {})?;
-                visit(start, &kept.slots, block)?;
+                set.clear();
+                kept.update(row, changed, |column, _| set.push(column))?;
+                visit(Piece {
+                    start,
+                    row: &kept.slots,
+                    block,
+                    changed: (!entered || reached > block).then_some(&set[..]),
+                })?;
                 reached = block + 1;
                 Ok(())
             },
         )?;
         for block in reached..1 << BLOCK_BITS {
-            visit(block_start(block), &kept.slots, block)?;
+            visit(Piece::entering(block_start(block), &kept.slots, block))?;
         }
         Ok(())
     }
@@ -1606,9 +1656,10 @@ mod tests {
     /// 12.128.0.0 into block 13 with no start at 13.0.0.0, over bases that differ there (block
     /// 12's base is under the first rule, block 13's over 13.128.0.0 under neither): cut
     /// nowhere but at starts, it would answer 13.0.0.1 on TCP port 5 from block 12's base.
+    /// The same from 2080:: into block 0x21 for IPv6.
     const BASES_RULES: &str = r#"
-  - {action: Allow, protocol: TCP, source: {nets: ["12.0.0.0/9"]}}
-  - {action: Deny, protocol: TCP, source: {nets: ["12.128.0.0/9", "13.0.0.0/9"]}, destination: {ports: [5]}}
+  - {action: Allow, protocol: TCP, source: {nets: ["12.0.0.0/9", "2000::/9"]}}
+  - {action: Deny, protocol: TCP, source: {nets: ["12.128.0.0/9", "13.0.0.0/9", "2080::/9", "2100::/9"]}, destination: {ports: [5]}}
   - {action: Deny, protocol: TCP, source: {nets: ["10.1.2.0/24"]}, destination: {ports: [80]}}
   - {action: Allow, protocol: TCP, source: {nets: ["9.255.255.0/23", "fd00::/120"]}, destination: {ports: [22, 443]}}
   - {action: Allow, protocol: TCP, source: {nets: ["0.0.0.0/0", "::/0"]}, destination: {ports: [1]}}
@@ -1682,6 +1733,11 @@ mod tests {
             "fd00::1:0",
             "2001:db8::1",
             "::",
+            "2000::1",
+            "2090::1",
+            "2100::1",
+            "2190::1",
+            "ff00::1",
         ];
         let mut probes = Vec::new();
         for peer in peers {
@@ -1751,6 +1807,71 @@ mod tests {
         // 8.x (all of it under 8.0.0.0/6) and 12.x (under no rule but those of every
         // address) have bases of their own.
         assert_ne!(bases.v4[8], bases.v4[12]);
+    }
+
+    /// The fewest steps that give `row` over `base`: a run of columns can be one step if some
+    /// slot gives each of them its slot (the column's own where it is below the base, any
+    /// from the base's up elsewhere).
+    fn fewest_steps(row: &[u32], base: &[u32]) -> usize {
+        let one_step = |columns: std::ops::Range<usize>| {
+            let mut needed: Option<u32> = None;
+            let mut at_least = 0;
+            for c in columns {
+                if row[c] < base[c] {
+                    if needed.is_some_and(|slot| slot != row[c]) {
+                        return false;
+                    }
+                    needed = Some(row[c]);
+                } else {
+                    at_least = at_least.max(base[c]);
+                }
+            }
+            needed.is_none_or(|slot| slot >= at_least)
+        };
+        let mut fewest = vec![usize::MAX; row.len() + 1];
+        fewest[0] = 0;
+        for end in 1..=row.len() {
+            for start in 0..end {
+                if fewest[start] != usize::MAX && one_step(start..end) {
+                    fewest[end] = fewest[end].min(fewest[start] + 1);
+                }
+            }
+        }
+        fewest[row.len()]
+    }
+
+    proptest::proptest! {
+        /// Against every way to cut the row: a record where the fewest steps are at most five,
+        /// with that many steps, and the lower of its slot and the base's is the row's slot
+        /// in every column.
+        #[test]
+        fn a_record_over_a_base_has_the_fewest_steps(
+            columns in proptest::collection::vec(
+                (0..6usize, 0..6usize, proptest::bool::ANY), 1..14),
+        ) {
+            let slots = [0, 1, 2, 3, 4, NONE];
+            let (row, base): (Vec<u32>, Vec<u32>) = columns
+                .iter()
+                .map(|&(a, b, alike)| {
+                    let (a, b) = (slots[a], if alike { slots[a] } else { slots[b] });
+                    (a.min(b), a.max(b))
+                })
+                .unzip();
+            let fewest = fewest_steps(&row, &base);
+            match RowSteps::words_over(&row, &base) {
+                None => proptest::prop_assert!(fewest > RowSteps::MAX, "{fewest}"),
+                Some(words) => {
+                    let record = RowSteps::from_words(&words);
+                    let unused = (0..4)
+                        .filter(|lane| (record.starts >> (16 * lane)) as u16 == RowSteps::UNUSED)
+                        .count();
+                    proptest::prop_assert_eq!(RowSteps::MAX - unused, fewest);
+                    for (column, (&slot, &floor)) in row.iter().zip(&base).enumerate() {
+                        proptest::prop_assert_eq!(record.slot(column as u32).min(floor), slot);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -2029,7 +2150,7 @@ mod tests {
             k => k as u32,
         });
         let merge = Merge::from_ids(ids.collect());
-        for shape in SHAPES {
+        for shape in std::iter::once(Shape::Steps).chain(SHAPES) {
             let built = Table::new(shape, &merge, &inputs, 2, usize::MAX).map(|_| ());
             assert!(matches!(built, Err(Stop::Collision)), "{shape:?}");
         }
