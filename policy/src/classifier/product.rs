@@ -363,6 +363,10 @@ impl Product {
     /// lower of `main` and `by_class[c]`. The parts share rows, and columns that agree on
     /// every row are one column, so a class's rules cost columns only where they change a
     /// first slot: one lookup then answers what took two.
+    ///
+    /// Never in steps: a joint row holds every part's columns, and on the ClassBench lists
+    /// only fw1 10k's fit (in 1.9 MiB dense anyway), while trying cost ipc1 10k 0.33 s of its
+    /// 0.9 s compile (two more walks over every column update).
     pub(crate) fn build_joint(
         main: &Lookup,
         by_class: &[Option<&Lookup>],
@@ -382,6 +386,10 @@ impl Product {
                 }
             }
         }
+        let budgets = Budgets {
+            steps: 0,
+            ..budgets
+        };
         let product = Self::build_in(&layers, &parts, slots, &budgets.shapes(), JOINT_WORK)?;
         Some((product, part_of_class.into()))
     }
