@@ -3,9 +3,11 @@
 //! (rule index and Allow/Deny, or "no rule matched") must be the linear scan's over the same
 //! converted rules. Uniformly random headers are added, and the first half of each list is
 //! checked too, so that "no rule matched" is exercised (the full lists end in catch-alls).
-//! Each list is checked twice: compiled with the default options (dense address × port
-//! products at these sizes) and with no budget for a dense product (chunked ones). Run it in
-//! release mode (the scan over 10k rules is slow in debug):
+//! Each list is checked with the default options (dense address × port products at these
+//! sizes), with no budget for a dense product (steps where every row fits, else chunks), and
+//! with no budget for steps either (chunks). The 100k-rule lists whose default tables take
+//! steps (acl1, ipc1) are checked on headers drawn inside their rules. Run it in release mode
+//! (the scan over 10k rules is slow in debug):
 //!
 //! ```text
 //! cargo test --release -p podwall-bench --test classbench
@@ -14,7 +16,7 @@
 //! Fails, naming the path, when the shared data directory is missing.
 
 use bench::classbench::data::{list_name, read_rules, read_trace, TRACED_SIZES};
-use bench::classbench::{build_with, check, Checked, ClassBenchRule, Header};
+use bench::classbench::{build_with, check, sample_headers, Checked, ClassBenchRule, Header};
 use bench::rng::Rng;
 use policy::compile::CompileOptions;
 use policy::Direction;
@@ -150,4 +152,32 @@ fn fw1_classifier_matches_the_linear_scan() {
 #[test]
 fn ipc1_classifier_matches_the_linear_scan() {
     check_seed("ipc1");
+}
+
+/// The 100k-rule lists whose default tables are in steps over block bases (acl1 ingress, both
+/// ipc1 tables), on headers drawn inside their rules as the criterion bench draws them, and
+/// uniformly random ones.
+#[test]
+fn acl1_and_ipc1_in_steps_at_100k_rules_match_the_linear_scan() {
+    for (seed, headers_seed) in [("acl1", 0xAC11), ("ipc1", 0x19C1)] {
+        let list = list_name(seed, 100_000);
+        let rules = read_rules(seed, 100_000).unwrap_or_else(|e| panic!("{e:#}"));
+        let built = build_with(&list, &rules, CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let pod = built.target.pod;
+        assert!(
+            built.classifier.has_steps_product(pod, Direction::Ingress),
+            "{list}: its ingress table is in steps"
+        );
+        let mut headers = sample_headers(&rules, 1_000, headers_seed);
+        headers.extend(random_headers(200, headers_seed));
+        let checked = check(
+            &built.classifier,
+            &built.target,
+            &built.conversion.rules,
+            &headers,
+        );
+        eprintln!("{list} ({} rules, default): {checked}", rules.len());
+        assert!(checked.is_ok(), "{list}: {checked}");
+    }
 }
