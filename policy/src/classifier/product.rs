@@ -167,13 +167,11 @@ impl RowSteps {
                 None => !below || slot >= at_least,
             };
             if !fits {
-                if steps > 0 {
-                    words[2 + steps - 1] = needed.unwrap_or(NONE);
-                }
                 if steps == Self::MAX {
                     return None;
                 }
                 if steps > 0 {
+                    words[2 + steps - 1] = needed.unwrap_or(NONE);
                     starts[steps - 1] = u16::try_from(column).ok()?;
                 }
                 steps += 1;
@@ -1352,8 +1350,8 @@ impl Table {
                 _ => chunk_len,
             }),
             rows: Runs::new(chunks_per_row),
-            v4_steps: Vec::with_capacity(inputs.v4.starts),
-            v6_steps: Vec::with_capacity(inputs.v6.starts),
+            v4_steps: Vec::new(),
+            v6_steps: Vec::new(),
             bases: None,
             cell_bytes,
             limit,
@@ -1371,6 +1369,8 @@ impl Table {
         let (columns, of_source) = (&inputs.columns, &inputs.columns_of_source);
         let chunk_len = self.chunk_len;
         let chunks_per_row = self.rows.len;
+        self.v4_steps.reserve(inputs.v4.starts);
+        self.v6_steps.reserve(inputs.v6.starts);
         // The row kept from start to start, changed only where columns change, so that a
         // start costs its changes: chunks no change reached keep their numbers, unhashed.
         let mut kept = MergedRow::new(merge, chunks_per_row * chunk_len);
@@ -1507,7 +1507,6 @@ impl Table {
             &inputs.columns_of_source,
             |start, row, changed| {
                 let block = block_of(start);
-                let entered = reached <= block;
                 while reached <= block && block_start::<K>(reached) < start {
                     visit(Piece::entering(block_start(reached), &kept.slots, reached))?;
                     reached += 1;
@@ -1518,7 +1517,8 @@ impl Table {
                     start,
                     row: &kept.slots,
                     block,
-                    changed: (!entered || reached > block).then_some(&set[..]),
+                    // Past this block's first address already: a piece after another in it.
+                    changed: (reached > block).then_some(&set[..]),
                 })?;
                 reached = block + 1;
                 Ok(())
