@@ -13,6 +13,7 @@
 
 pub mod intervals;
 pub mod lpm;
+mod origins;
 pub mod ports;
 mod product;
 
@@ -28,6 +29,7 @@ use crate::load::Cluster;
 use crate::netpol::{Action, Direction};
 
 use lpm::{AddressMap, AddressRange};
+use origins::SlotRules;
 use ports::{PortMap, PortRange};
 pub(crate) use product::{Budgets, Product};
 
@@ -362,7 +364,7 @@ impl SourcePorts {
 #[derive(Debug)]
 pub struct Table {
     /// Slot → the rule it came from and what that rule does.
-    pub(crate) slots: Vec<(RuleRef, Action)>,
+    pub(crate) slots: SlotRules,
     /// The slots without a source-port condition.
     pub(crate) lookup: Lookup,
     /// The slots with one.
@@ -382,7 +384,7 @@ impl Table {
                 .as_ref()
                 .is_some_and(|s| s.all().any(Lookup::needs_group));
         Table {
-            slots,
+            slots: SlotRules::new(&slots),
             lookup,
             by_source,
             needs_group,
@@ -468,7 +470,7 @@ impl Table {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<(RuleRef, Action)>()
+        self.slots.heap_bytes()
             + self.lookup.heap_bytes()
             + self.by_source.as_ref().map_or(0, SourcePorts::heap_bytes)
     }
@@ -831,11 +833,19 @@ impl Classifier {
                 ),
             };
             match first {
-                Some(slot) => match tier.rules.slots[slot as usize] {
-                    (rule, Action::Allow) => return Decision::Allowed(rule),
-                    (rule, Action::Deny) => return Decision::DeniedBy(rule),
-                    (rule, _) => passed_by = Some(rule),
-                },
+                Some(slot) => {
+                    let rule = tier.rules.slots.rule(slot);
+                    let action = tier.rules.slots.action(slot);
+                    if matches!(action, Action::Allow | Action::Deny) {
+                        // Chosen without a branch: where Allow and Deny rules mix (every
+                        // third ClassBench rule denies), a branch on the action mispredicts,
+                        // and the next decision's loads restart after the last load of this
+                        // one (100k rules: 56 against 54 ns, one process at a time).
+                        return [Decision::Allowed(rule), Decision::DeniedBy(rule)]
+                            [usize::from(action == Action::Deny)];
+                    }
+                    passed_by = Some(rule);
+                }
                 None => match tier.default_action {
                     TierDefault::Deny => return Decision::Denied { tier: tier.tier },
                     TierDefault::Pass => passed_by = None,
@@ -865,12 +875,12 @@ impl Classifier {
             if let Some(log) = &tier.log {
                 if let Some(slot) = log.first_match(group, peer, protocol, port, source_port) {
                     if decided.is_none_or(|d| slot < d) {
-                        return Some(log.slots[slot as usize].0);
+                        return Some(log.slots.rule(slot));
                     }
                 }
             }
             match decided {
-                Some(slot) if tier.rules.slots[slot as usize].1 == Action::Pass => {}
+                Some(slot) if tier.rules.slots.action(slot) == Action::Pass => {}
                 Some(_) => return None,
                 None if tier.default_action == TierDefault::Pass => {}
                 None => return None,
