@@ -1941,8 +1941,37 @@ mod tests {
                     assert_eq!(wide.first(peer, protocol, port), want, "{context}");
                 }
                 assert!(matched > 50, "the probes hit rules ({matched})");
+                for product in [&narrow, &wide] {
+                    assert_eq!(staged_firsts(product), product_firsts(product), "{shape:?}");
+                }
             }
         }
+    }
+
+    fn product_firsts(product: &Product) -> Vec<u32> {
+        probes()
+            .into_iter()
+            .map(|(peer, protocol, port)| product.first(peer, protocol, port))
+            .collect()
+    }
+
+    /// [`product_firsts`] by [`first_each`], in groups of [`STAGED`] probes.
+    fn staged_firsts(product: &Product) -> Vec<u32> {
+        let lookups: Vec<Staged<'_>> = probes()
+            .into_iter()
+            .map(|(peer, protocol, port)| Staged {
+                product,
+                part: 0,
+                peer,
+                protocol,
+                port,
+            })
+            .collect();
+        let mut firsts = vec![NONE; lookups.len()];
+        for (group, out) in lookups.chunks(STAGED).zip(firsts.chunks_mut(STAGED)) {
+            first_each(group, out);
+        }
+        firsts
     }
 
     #[test]
