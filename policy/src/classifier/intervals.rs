@@ -133,6 +133,18 @@ struct Step<K> {
     class: u32,
 }
 
+/// An item of a [`StepIndex`]: it holds for keys from its start up to the next item's.
+pub trait Starting<K> {
+    fn start(&self) -> K;
+}
+
+impl<K: Key> Starting<K> for Step<K> {
+    #[inline]
+    fn start(&self) -> K {
+        self.start
+    }
+}
+
 /// A key's bucket in a step index: see [`Intervals::bucket`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bucket(u32);
@@ -149,28 +161,29 @@ pub struct Window {
     to: u32,
 }
 
-/// Sorted steps with a bucket index: the span from the second start to the last is cut into
+/// Sorted steps (or any items with a start) with a bucket index: the span from the second start to the last is cut into
 /// about two buckets per step, and each bucket remembers the last step starting at or below the
 /// bucket's start. A lookup is one bucket load and a search among the few steps inside that
 /// bucket, instead of a binary search over all steps (a chain of ~15 dependent loads at 20k
 /// steps). Buckets cover the starts' real span, so starts clustered in one part of the space
 /// (all of 10.0.0.0/8) still spread out.
 #[derive(Debug, Clone)]
-struct StepIndex<K> {
-    steps: Box<[Step<K>]>,
+struct StepIndex<K, S = Step<K>> {
+    steps: Box<[S]>,
     /// Start of the bucketed span (the second start; the first is the key space's minimum).
     low: u128,
     shift: u32,
     /// For each bucket, the index of the last step starting at or below the bucket's first key.
     buckets: Box<[u32]>,
+    key: std::marker::PhantomData<K>,
 }
 
-impl<K: Key> StepIndex<K> {
-    fn new(steps: Vec<Step<K>>) -> Self {
-        debug_assert!(!steps.is_empty() && steps.windows(2).all(|w| w[0].start < w[1].start));
+impl<K: Key, S: Starting<K>> StepIndex<K, S> {
+    fn new(steps: Vec<S>) -> Self {
+        debug_assert!(!steps.is_empty() && steps.windows(2).all(|w| w[0].start() < w[1].start()));
         let (low, high) = match steps.len() {
             1 => (0, 0),
-            n => (steps[1].start.to_u128(), steps[n - 1].start.to_u128()),
+            n => (steps[1].start().to_u128(), steps[n - 1].start().to_u128()),
         };
         let span = high - low;
         let bits = (usize::BITS - steps.len().leading_zeros() + 1).min(20);
@@ -181,7 +194,7 @@ impl<K: Key> StepIndex<K> {
         let mut i = 0usize;
         for b in 0..count {
             let first_value = low + ((b as u128) << shift);
-            while i + 1 < steps.len() && steps[i + 1].start.to_u128() <= first_value {
+            while i + 1 < steps.len() && steps[i + 1].start().to_u128() <= first_value {
                 i += 1;
             }
             buckets.push(i as u32);
@@ -191,14 +204,14 @@ impl<K: Key> StepIndex<K> {
             low,
             shift,
             buckets: buckets.into(),
+            key: std::marker::PhantomData,
         }
     }
 
-    /// The class of the last step starting at or below `key` (the first step starts at or below
-    /// every key).
+    /// The last step starting at or below `key` (the first step starts at or below every key).
     #[inline]
-    fn class_at(&self, key: K) -> u32 {
-        self.class_in(key, self.window(self.bucket(key)))
+    fn step_at(&self, key: K) -> &S {
+        &self.steps[self.index_in(key, self.window(self.bucket(key)))]
     }
 
     /// The bucket of `key` (arithmetic only).
@@ -242,16 +255,87 @@ impl<K: Key> StepIndex<K> {
     }
 
     /// The search in a window: `steps[from]` starts at or below the key, and steps past `to`
-    /// start after the key's bucket ends.
+    /// start after the key's bucket ends. Most windows hold at most two starts past `from`
+    /// (a host's interval and the one after it): those are compared at once, so that their
+    /// loads are not a chain.
     #[inline]
-    fn class_in(&self, key: K, window: Window) -> u32 {
+    fn index_in(&self, key: K, window: Window) -> usize {
         let (from, to) = (window.from as usize, window.to as usize);
-        let at = from + self.steps[from + 1..=to].partition_point(|s| s.start <= key);
-        self.steps[at].class
+        match to - from {
+            n @ 0..=2 => {
+                let (first, second) = (from + n.min(1), to);
+                from + usize::from(n >= 1 && self.steps[first].start() <= key)
+                    + usize::from(n == 2 && self.steps[second].start() <= key)
+            }
+            _ => from + self.steps[from + 1..=to].partition_point(|s| s.start() <= key),
+        }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.steps.len() * std::mem::size_of::<Step<K>>() + self.buckets.len() * 4
+        std::mem::size_of_val(&*self.steps) + self.buckets.len() * 4
+    }
+}
+
+/// Items in the order of the key intervals they hold for: each from its start up to the next
+/// one's, the first from the key space's minimum. A [`StepIndex`] whose search ends on the
+/// item itself, for items that carry their start (product rows in steps, see `product.rs`).
+#[derive(Debug, Clone)]
+pub struct ByStart<K, S> {
+    index: StepIndex<K, S>,
+}
+
+impl<K: Key, S: Starting<K>> ByStart<K, S> {
+    /// Panics unless the items start in increasing order, the first at `K::MIN`.
+    pub fn new(items: Vec<S>) -> Self {
+        assert!(
+            items.first().is_some_and(|i| i.start() == K::MIN)
+                && items.windows(2).all(|w| w[0].start() < w[1].start()),
+            "items start in increasing order, the first at the key space's minimum"
+        );
+        ByStart {
+            index: StepIndex::new(items),
+        }
+    }
+
+    /// The item holding for `key`.
+    #[inline]
+    pub fn at(&self, key: K) -> &S {
+        self.index.step_at(key)
+    }
+
+    /// [`ByStart::at`] in stages, as [`Intervals::bucket`] and the rest.
+    #[inline]
+    pub fn bucket(&self, key: K) -> Bucket {
+        self.index.bucket(key)
+    }
+
+    #[inline]
+    pub fn prefetch_bucket(&self, bucket: Bucket) {
+        self.index.prefetch_bucket(bucket)
+    }
+
+    #[inline]
+    pub fn window(&self, bucket: Bucket) -> Window {
+        self.index.window(bucket)
+    }
+
+    #[inline]
+    pub fn prefetch_window(&self, window: Window) {
+        self.index.prefetch_window(window)
+    }
+
+    /// Where in [`ByStart::items`] the item for `key` is.
+    #[inline]
+    pub fn index_in(&self, key: K, window: Window) -> usize {
+        self.index.index_in(key, window)
+    }
+
+    pub fn items(&self) -> &[S] {
+        &self.index.steps
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
     }
 }
 
@@ -366,7 +450,7 @@ impl<K: Key> Intervals<K> {
 
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
-        self.steps.class_at(key)
+        self.steps.step_at(key).class
     }
 
     /// [`Intervals::class_of`] in stages, for lookups that interleave many keys so that their
@@ -395,7 +479,7 @@ impl<K: Key> Intervals<K> {
 
     #[inline]
     pub fn class_in(&self, key: K, window: Window) -> u32 {
-        self.steps.class_in(key, window)
+        self.steps.steps[self.steps.index_in(key, window)].class
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -480,9 +564,13 @@ mod tests {
             let index = numbered(&keys);
             for probe in 0..(*keys.last().unwrap() + 5) {
                 let want = keys.partition_point(|&k| k <= probe) - 1;
-                assert_eq!(index.class_at(probe) as usize, want, "n {n} probe {probe}");
+                assert_eq!(
+                    index.step_at(probe).class as usize,
+                    want,
+                    "n {n} probe {probe}"
+                );
             }
-            assert_eq!(index.class_at(u32::MAX) as usize, n - 1);
+            assert_eq!(index.step_at(u32::MAX).class as usize, n - 1);
         }
     }
 
@@ -498,7 +586,7 @@ mod tests {
             (u128::MAX - 2, 2),
             (u128::MAX, 3),
         ] {
-            assert_eq!(index.class_at(probe), want, "probe {probe}");
+            assert_eq!(index.step_at(probe).class, want, "probe {probe}");
         }
     }
 
@@ -517,10 +605,57 @@ mod tests {
             (0xff00_u128 << 112) + 1,
             u128::MAX,
         ] {
-            assert_eq!(index.class_at(probe), last, "probe {probe:#x}");
+            assert_eq!(index.step_at(probe).class, last, "probe {probe:#x}");
         }
-        assert_eq!(index.class_at(fd00 + 3), 1);
-        assert_eq!(index.class_at(fd00), 0);
+        assert_eq!(index.step_at(fd00 + 3).class, 1);
+        assert_eq!(index.step_at(fd00).class, 0);
+    }
+
+    /// An item that carries its own start, as product records do.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Named {
+        from: u32,
+        name: u32,
+    }
+
+    impl Starting<u32> for Named {
+        fn start(&self) -> u32 {
+            self.from
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn by_start_finds_the_item_of_the_last_start_at_or_below(
+            gaps in prop::collection::vec(1u32..300, 0..300),
+            probes in prop::collection::vec(any::<u32>(), 1..50),
+        ) {
+            let starts: Vec<u32> = std::iter::once(0)
+                .chain(gaps.iter().scan(0u32, |at, &gap| {
+                    *at += gap;
+                    Some(*at)
+                }))
+                .collect();
+            let items: Vec<Named> = starts
+                .iter()
+                .enumerate()
+                .map(|(i, &from)| Named { from, name: i as u32 * 7 })
+                .collect();
+            let index = ByStart::new(items.clone());
+            let near = starts.iter().flat_map(|&s| [s.saturating_sub(1), s, s + 1]);
+            for key in probes.into_iter().chain(near) {
+                let want = items[starts.partition_point(|&s| s <= key) - 1];
+                prop_assert_eq!(*index.at(key), want);
+                let window = index.window(index.bucket(key));
+                prop_assert_eq!(index.items()[index.index_in(key, window)], want);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the first at the key space's minimum")]
+    fn by_start_wants_a_first_item_at_the_minimum() {
+        ByStart::new(vec![Named { from: 5, name: 0 }]);
     }
 
     #[test]

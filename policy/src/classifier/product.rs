@@ -19,14 +19,16 @@
 //!
 //! Where every row changes first slot at most four times over its columns, numbered in port
 //! order, a row is better kept as its *steps* ([`RowSteps`]): the column where each step
-//! starts and its slot, 32 bytes per distinct record, one load and a branch-free count per
-//! lookup. A rule over a range of ports covers a range of columns in that order. Rules over a
-//! wide prefix would still make many steps in every row they cover, so a record holds only
-//! where its row is below a *base* row shared by a block of addresses ([`BlockBases`]; the
-//! highest slot of each column in the block), and a lookup takes the lower of the two. At
-//! 100k rules, acl1's ingress table (at most five steps per row) is 3.2 MB of records against
-//! 15.5 MB of chunks, and ipc1's tables (65 steps per row over no base, at most five over
-//! theirs) 16.9 against 34.4 MiB in all.
+//! starts and its slot in a 32-byte record, one load and a branch-free count per lookup. A
+//! rule over a range of ports covers a range of columns in that order. Rules over a wide
+//! prefix would still make many steps in every row they cover, so a record holds only where
+//! its row is below a *base* row shared by a block of addresses ([`BlockBases`]; the highest
+//! slot of each column in the block), and a lookup takes the lower of the two. IPv4 records
+//! are kept one per address interval, in address order and with the interval's first
+//! address, so that the address search ends on the record ([`V4Rows::Records`]). At 100k
+//! rules, acl1's ingress table (at most five steps per row) is 6.4 MB of records against
+//! 15.5 MB of chunks, and ipc1's classifier, both its tables in steps (65 steps per row over
+//! no base, at most five over theirs), 16.2 MiB (34.4 when they were chunked).
 //!
 //! A product is dense within `CompileOptions::dense_product_budget`, else in steps within
 //! `CompileOptions::steps_product_budget` if every row has so few, else chunked within
@@ -54,7 +56,7 @@ use crate::inventory::Protocol;
 use arrayvec::ArrayVec;
 use prefetch_index::prefetch_index;
 
-use super::intervals::{Bucket, Interner, Intervals, Key, Window};
+use super::intervals::{Bucket, ByStart, Interner, Intervals, Key, Starting, Window};
 use super::ports::PortTable;
 use super::{Lookup, PortClass, NONE};
 
@@ -64,9 +66,10 @@ enum Cells {
     /// Every slot below `u16::MAX`, which stands for `NONE`: half the bytes.
     Narrow(Box<[u16]>),
     Wide(Box<[u32]>),
-    /// One record per distinct row over its block's base ([`Shape::Steps`]).
+    /// Rows over their block's base ([`Shape::Steps`]): the IPv4 ones are in
+    /// [`V4Rows::Records`], the IPv6 ones here, one per distinct row.
     Steps {
-        rows: Box<[RowSteps]>,
+        v6_records: Box<[RowSteps]>,
         bases: BlockBases,
     },
 }
@@ -127,6 +130,88 @@ struct RowSteps {
     /// Where steps 1 to 4 start, one per 16-bit lane; [`RowSteps::UNUSED`] past the last step.
     starts: u64,
     slots: [u32; RowSteps::MAX],
+    /// In a record of [`V4Rows::Records`], the first address of its interval (0 elsewhere):
+    /// the four bytes the alignment would pad.
+    from: u32,
+}
+
+impl Starting<u32> for RowSteps {
+    #[inline]
+    fn start(&self) -> u32 {
+        self.from
+    }
+}
+
+/// How a lookup finds an IPv4 peer's row.
+#[derive(Debug)]
+enum V4Rows {
+    /// Address → row number (dense and chunked shapes).
+    Numbers(Intervals<u32>),
+    /// The steps shape's records, one per address interval in address order, each with its
+    /// first address; a row is its record's index. The search ends on the record itself,
+    /// where a row number is one dependent load more before its record: at 100k ClassBench
+    /// rules, 0.45–0.8 × the time of a lookup where the caches are cold, 0.9 × (ipc1) to
+    /// 1.05 × (acl1) where they are warm, for twice the records (BENCHMARKS.md, *IPv4 records
+    /// in address order*). IPv6 rows stay numbered: a record cannot hold an IPv6 start, and
+    /// the lists have few.
+    Records(ByStart<u32, RowSteps>),
+}
+
+impl V4Rows {
+    #[inline]
+    fn bucket(&self, key: u32) -> Bucket {
+        match self {
+            V4Rows::Numbers(rows) => rows.bucket(key),
+            V4Rows::Records(records) => records.bucket(key),
+        }
+    }
+
+    #[inline]
+    fn prefetch_bucket(&self, bucket: Bucket) {
+        match self {
+            V4Rows::Numbers(rows) => rows.prefetch_bucket(bucket),
+            V4Rows::Records(records) => records.prefetch_bucket(bucket),
+        }
+    }
+
+    #[inline]
+    fn window(&self, bucket: Bucket) -> Window {
+        match self {
+            V4Rows::Numbers(rows) => rows.window(bucket),
+            V4Rows::Records(records) => records.window(bucket),
+        }
+    }
+
+    #[inline]
+    fn prefetch_window(&self, window: Window) {
+        match self {
+            V4Rows::Numbers(rows) => rows.prefetch_window(window),
+            V4Rows::Records(records) => records.prefetch_window(window),
+        }
+    }
+
+    #[inline]
+    fn row_in(&self, key: u32, window: Window) -> usize {
+        match self {
+            V4Rows::Numbers(rows) => rows.class_in(key, window) as usize,
+            V4Rows::Records(records) => records.index_in(key, window),
+        }
+    }
+
+    #[inline]
+    fn row_of(&self, key: u32) -> usize {
+        self.row_in(key, self.window(self.bucket(key)))
+    }
+
+    /// Bytes of the index (the records are the table's: see [`Product::table_bytes`]).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            V4Rows::Numbers(rows) => rows.heap_bytes(),
+            V4Rows::Records(records) => {
+                records.heap_bytes() - std::mem::size_of_val(records.items())
+            }
+        }
+    }
 }
 
 impl RowSteps {
@@ -199,6 +284,7 @@ impl RowSteps {
         RowSteps {
             starts: u64::from(words[0]) | (u64::from(words[1]) << 32),
             slots: words[2..].try_into().expect("a record's words"),
+            from: 0,
         }
     }
 
@@ -290,7 +376,7 @@ impl Budgets {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Product {
-    v4_rows: Intervals<u32>,
+    v4_rows: V4Rows,
     v6_rows: Intervals<u128>,
     /// Part 0's columns: all of a lookup's product, or a joint product's main lookup alone.
     /// Kept in place, so that a lookup of part 0 costs no load more than before parts.
@@ -455,9 +541,9 @@ impl Product {
     #[inline(always)]
     pub(crate) fn first_in(&self, part: u32, peer: IpAddr, protocol: Protocol, port: u16) -> u32 {
         let row = match peer {
-            IpAddr::V4(a) => self.v4_rows.class_of(a.into()),
-            IpAddr::V6(a) => self.v6_rows.class_of(a.into()),
-        } as usize;
+            IpAddr::V4(a) => self.v4_rows.row_of(a.into()),
+            IpAddr::V6(a) => self.v6_rows.class_of(a.into()) as usize,
+        };
         let column = self.column(part, protocol, port);
         self.cell(peer, self.chunk(row, column), column)
     }
@@ -499,10 +585,10 @@ impl Product {
 
     #[inline]
     fn row_in(&self, peer: IpAddr, window: Window) -> usize {
-        (match peer {
-            IpAddr::V4(a) => self.v4_rows.class_in(a.into(), window),
-            IpAddr::V6(a) => self.v6_rows.class_in(a.into(), window),
-        }) as usize
+        match peer {
+            IpAddr::V4(a) => self.v4_rows.row_in(a.into(), window),
+            IpAddr::V6(a) => self.v6_rows.class_in(a.into(), window) as usize,
+        }
     }
 
     /// Where row `row`'s number of the chunk holding `column` is.
@@ -518,20 +604,31 @@ impl Product {
     }
 
     #[inline]
-    fn prefetch_chunk(&self, row: usize, column: u32) {
+    fn prefetch_chunk(&self, peer: IpAddr, row: usize, column: u32) {
         match &self.chunk_numbers {
-            ChunkNumbers::Dense => self.prefetch_cell(row, column),
+            ChunkNumbers::Dense => self.prefetch_cell(peer, row, column),
             ChunkNumbers::Narrow(numbers) => prefetch_index(numbers, self.number_at(row, column)),
             ChunkNumbers::Wide(numbers) => prefetch_index(numbers, self.number_at(row, column)),
         }
     }
 
     #[inline]
-    fn prefetch_cell(&self, chunk: usize, column: u32) {
+    fn prefetch_cell(&self, peer: IpAddr, chunk: usize, column: u32) {
         match &self.cells {
             Cells::Narrow(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
             Cells::Wide(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
-            Cells::Steps { rows, .. } => prefetch_index(rows, chunk),
+            Cells::Steps { v6_records, .. } => {
+                prefetch_index(self.records_of(peer, v6_records), chunk)
+            }
+        }
+    }
+
+    /// The steps shape's records of `peer`'s family, indexed by row.
+    #[inline]
+    fn records_of<'r>(&'r self, peer: IpAddr, v6_records: &'r [RowSteps]) -> &'r [RowSteps] {
+        match (peer, &self.v4_rows) {
+            (IpAddr::V4(_), V4Rows::Records(records)) => records.items(),
+            _ => v6_records,
         }
     }
 
@@ -561,7 +658,9 @@ impl Product {
                 slot => u32::from(slot),
             },
             Cells::Wide(cells) => cells[self.cell_at(chunk, column)],
-            Cells::Steps { rows, bases } => rows[chunk].slot(column).min(bases.slot(peer, column)),
+            Cells::Steps { v6_records, bases } => self.records_of(peer, v6_records)[chunk]
+                .slot(column)
+                .min(bases.slot(peer, column)),
         }
     }
 
@@ -590,7 +689,13 @@ impl Product {
         let cells = match &self.cells {
             Cells::Narrow(c) => c.len() * 2,
             Cells::Wide(c) => c.len() * 4,
-            Cells::Steps { rows, bases } => std::mem::size_of_val(&**rows) + bases.heap_bytes(),
+            Cells::Steps { v6_records, bases } => {
+                let v4_records = match &self.v4_rows {
+                    V4Rows::Records(records) => std::mem::size_of_val(records.items()),
+                    V4Rows::Numbers(_) => 0,
+                };
+                v4_records + std::mem::size_of_val(&**v6_records) + bases.heap_bytes()
+            }
         };
         let numbers = match &self.chunk_numbers {
             ChunkNumbers::Dense => 0,
@@ -650,12 +755,12 @@ pub(crate) fn first_each(lookups: &[Staged<'_>], firsts: &mut [u32]) {
     for (i, l) in lookups.iter().enumerate() {
         rows[i] = l.product.row_in(l.peer, windows[i]);
         columns[i] = l.product.column(l.part, l.protocol, l.port);
-        l.product.prefetch_chunk(rows[i], columns[i]);
+        l.product.prefetch_chunk(l.peer, rows[i], columns[i]);
     }
     let mut chunks = [0usize; STAGED];
     for (i, l) in lookups.iter().enumerate() {
         chunks[i] = l.product.chunk(rows[i], columns[i]);
-        l.product.prefetch_cell(chunks[i], columns[i]);
+        l.product.prefetch_cell(l.peer, chunks[i], columns[i]);
     }
     for (i, l) in lookups.iter().enumerate() {
         firsts[i] = l.product.cell(l.peer, chunks[i], columns[i]);
@@ -1281,6 +1386,9 @@ struct Table {
     rows: Runs,
     v4_steps: Vec<(u32, u32)>,
     v6_steps: Vec<(u128, u32)>,
+    /// In the steps shape, once the steps are known: how many records the product keeps
+    /// (see [`V4Rows::Records`]); until then, the distinct records are the fewest it can.
+    steps_records: usize,
     cell_bytes: usize,
     limit: usize,
 }
@@ -1352,6 +1460,7 @@ impl Table {
             rows: Runs::new(chunks_per_row),
             v4_steps: Vec::new(),
             v6_steps: Vec::new(),
+            steps_records: 0,
             bases: None,
             cell_bytes,
             limit,
@@ -1439,6 +1548,19 @@ impl Table {
         }
         self.v4_steps = self.steps_over(&inputs.v4, merge, inputs, &v4)?;
         self.v6_steps = self.steps_over(&inputs.v6, merge, inputs, &v6)?;
+        let v4_records = usize::from(!self.v4_steps.is_empty())
+            + self
+                .v4_steps
+                .windows(2)
+                .filter(|w| w[0].1 != w[1].1)
+                .count();
+        let mut v6_rows: Vec<u32> = self.v6_steps.iter().map(|&(_, row)| row).collect();
+        v6_rows.sort_unstable();
+        v6_rows.dedup();
+        self.steps_records = v4_records + v6_rows.len();
+        if self.bytes() > self.limit {
+            return Err(Stop::Budget);
+        }
         Ok(())
     }
 
@@ -1540,7 +1662,9 @@ impl Table {
 
     fn bytes(&self) -> usize {
         let cells = match self.shape {
-            Shape::Steps => self.chunks.count() * std::mem::size_of::<RowSteps>(),
+            Shape::Steps => {
+                self.chunks.count().max(self.steps_records) * std::mem::size_of::<RowSteps>()
+            }
             _ => self.chunks.flat.len() * self.cell_bytes,
         };
         let bases = self.bases.as_ref().map_or(0, BlockBases::heap_bytes);
@@ -1591,27 +1715,35 @@ impl Table {
             _ => ChunkNumbers::Wide(std::mem::take(&mut self.rows.flat).into_boxed_slice()),
         };
         let cells = std::mem::take(&mut self.chunks.flat).into_iter();
-        let cells = if let Some(bases) = self.bases.take() {
+        let (cells, v4_rows, v6_steps) = if let Some(bases) = self.bases.take() {
             let words: Vec<u32> = cells.collect();
-            Cells::Steps {
-                rows: words
-                    .chunks_exact(RowSteps::WORDS)
-                    .map(RowSteps::from_words)
-                    .collect(),
+            let records: Vec<RowSteps> = words
+                .chunks_exact(RowSteps::WORDS)
+                .map(RowSteps::from_words)
+                .collect();
+            let v4_records = v4_records(&self.v4_steps, &records);
+            let (v6_steps, v6_records) = v6_records(&self.v6_steps, &records);
+            let cells = Cells::Steps {
+                v6_records: v6_records.into(),
                 bases,
-            }
-        } else if self.cell_bytes == 2 {
-            Cells::Narrow(
-                cells
-                    .map(|slot| u16::try_from(slot).unwrap_or(u16::MAX))
-                    .collect(),
-            )
+            };
+            (cells, V4Rows::Records(ByStart::new(v4_records)), v6_steps)
         } else {
-            Cells::Wide(cells.collect())
+            let cells = if self.cell_bytes == 2 {
+                Cells::Narrow(
+                    cells
+                        .map(|slot| u16::try_from(slot).unwrap_or(u16::MAX))
+                        .collect(),
+                )
+            } else {
+                Cells::Wide(cells.collect())
+            };
+            let v4_rows = V4Rows::Numbers(Intervals::from_steps(self.v4_steps));
+            (cells, v4_rows, self.v6_steps)
         };
         Product {
-            v4_rows: Intervals::from_steps(self.v4_steps),
-            v6_rows: Intervals::from_steps(self.v6_steps),
+            v4_rows,
+            v6_rows: Intervals::from_steps(v6_steps),
             first_part,
             other_parts: parts.collect(),
             chunk_len: self.chunk_len,
@@ -1623,6 +1755,41 @@ impl Table {
             staged: false,
         }
     }
+}
+
+/// The records of the IPv4 rows `steps` start (each row's in `records`), each with its start;
+/// a record that the one before repeats (across a block start) is left out.
+fn v4_records(steps: &[(u32, u32)], records: &[RowSteps]) -> Vec<RowSteps> {
+    let mut v4: Vec<RowSteps> = Vec::with_capacity(steps.len());
+    let mut last = None;
+    for &(start, row) in steps {
+        if last != Some(row) {
+            v4.push(RowSteps {
+                from: start,
+                ..records[row as usize]
+            });
+            last = Some(row);
+        }
+    }
+    v4
+}
+
+/// The IPv6 rows `steps` start, renumbered in the order they first appear, and their records.
+fn v6_records(steps: &[(u128, u32)], records: &[RowSteps]) -> (Vec<(u128, u32)>, Vec<RowSteps>) {
+    let mut number = vec![u32::MAX; records.len()];
+    let mut v6 = Vec::new();
+    let steps = steps
+        .iter()
+        .map(|&(start, row)| {
+            let n = &mut number[row as usize];
+            if *n == u32::MAX {
+                *n = v6.len() as u32;
+                v6.push(records[row as usize]);
+            }
+            (start, *n)
+        })
+        .collect();
+    (steps, v6)
 }
 
 #[cfg(test)]
