@@ -107,16 +107,13 @@ impl ClassInterner {
     }
 }
 
-/// A step function from keys to classes.
-#[derive(Debug, Clone)]
-pub struct Intervals<K> {
-    steps: StepIndex<K>,
-}
+/// A step function from keys to classes: steps that each hold a class.
+pub type Intervals<K> = ByStart<K, Step<K>>;
 
 impl<K: Key> Default for Intervals<K> {
     fn default() -> Self {
-        Intervals {
-            steps: StepIndex::new(vec![Step {
+        ByStart {
+            index: StepIndex::new(vec![Step {
                 start: K::MIN,
                 class: 0,
             }]),
@@ -128,12 +125,12 @@ impl<K: Key> Default for Intervals<K> {
 /// that holds the answer instead of loading it from a second array. (An IPv6 step takes 32
 /// bytes with the `u128`'s alignment, against 20 in two arrays: IPv6 maps are the smaller ones.)
 #[derive(Debug, Clone, Copy)]
-struct Step<K> {
+pub struct Step<K> {
     start: K,
     class: u32,
 }
 
-/// An item of a [`StepIndex`]: it holds for keys from its start up to the next item's.
+/// An item of a [`ByStart`] index: it holds for keys from its start up to the next item's.
 pub trait Starting<K> {
     fn start(&self) -> K;
 }
@@ -277,8 +274,9 @@ impl<K: Key, S: Starting<K>> StepIndex<K, S> {
 }
 
 /// Items in the order of the key intervals they hold for: each from its start up to the next
-/// one's, the first from the key space's minimum. A [`StepIndex`] whose search ends on the
-/// item itself, for items that carry their start (product rows in steps, see `product.rs`).
+/// one's, the first from the key space's minimum; the search ends on the item itself. Address
+/// and port maps ([`Intervals`]) are steps that each hold a class; a steps product's IPv4 rows
+/// (see `product.rs`) are records that each hold their start.
 #[derive(Debug, Clone)]
 pub struct ByStart<K, S> {
     index: StepIndex<K, S>,
@@ -303,7 +301,10 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
         self.index.step_at(key)
     }
 
-    /// [`ByStart::at`] in stages, as [`Intervals::bucket`] and the rest.
+    /// [`ByStart::at`] in stages, for lookups that interleave many keys so that their memory
+    /// accesses overlap: the key's `bucket` (arithmetic only), the `window` of items the
+    /// bucket points to (one load), the search in the window (`index_in`); each `prefetch_*`
+    /// asks for the line the next stage reads.
     #[inline]
     pub fn bucket(&self, key: K) -> Bucket {
         self.index.bucket(key)
@@ -340,6 +341,12 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
 }
 
 impl<K: Key> Intervals<K> {
+    fn of_steps(steps: Vec<Step<K>>) -> Self {
+        ByStart {
+            index: StepIndex::new(steps),
+        }
+    }
+
     /// Builds the step function for `items` (inclusive `lo..=hi` ranges, each owned by a slot).
     pub fn build(items: &[(K, K, u32)], interner: &mut ClassInterner) -> Self {
         Self::sweep(items, 0, |active| {
@@ -409,9 +416,7 @@ impl<K: Key> Intervals<K> {
             .zip(values)
             .map(|(start, class)| Step { start, class })
             .collect();
-        Intervals {
-            steps: StepIndex::new(steps),
-        }
+        Self::of_steps(steps)
     }
 
     /// The step function whose steps start at the given keys, in increasing order, the first
@@ -428,62 +433,33 @@ impl<K: Key> Intervals<K> {
             merged.first().is_some_and(|s| s.start == K::MIN),
             "steps start at the key space's minimum"
         );
-        Intervals {
-            steps: StepIndex::new(merged),
-        }
+        Self::of_steps(merged)
     }
 
     /// Where each interval starts, and its class, in key order.
     pub fn steps(&self) -> impl Iterator<Item = (K, u32)> + '_ {
-        self.steps.steps.iter().map(|s| (s.start, s.class))
+        self.items().iter().map(|s| (s.start, s.class))
     }
 
     /// How many intervals there are.
     pub fn intervals(&self) -> usize {
-        self.steps.steps.len()
+        self.items().len()
     }
 
     /// The class of each interval, in key order.
     pub fn classes(&self) -> impl Iterator<Item = u32> + '_ {
-        self.steps.steps.iter().map(|s| s.class)
+        self.items().iter().map(|s| s.class)
     }
 
     #[inline]
     pub fn class_of(&self, key: K) -> u32 {
-        self.steps.step_at(key).class
+        self.at(key).class
     }
 
-    /// [`Intervals::class_of`] in stages, for lookups that interleave many keys so that their
-    /// memory accesses overlap: the key's `bucket` (arithmetic only), the `window` of steps
-    /// the bucket points to (one load), the search in the window (`class_in`); each
-    /// `prefetch_*` asks for the line the next stage reads.
-    #[inline]
-    pub fn bucket(&self, key: K) -> Bucket {
-        self.steps.bucket(key)
-    }
-
-    #[inline]
-    pub fn prefetch_bucket(&self, bucket: Bucket) {
-        self.steps.prefetch_bucket(bucket)
-    }
-
-    #[inline]
-    pub fn window(&self, bucket: Bucket) -> Window {
-        self.steps.window(bucket)
-    }
-
-    #[inline]
-    pub fn prefetch_window(&self, window: Window) {
-        self.steps.prefetch_window(window)
-    }
-
+    /// [`Intervals::class_of`] in a window: see [`ByStart::bucket`].
     #[inline]
     pub fn class_in(&self, key: K, window: Window) -> u32 {
-        self.steps.steps[self.steps.index_in(key, window)].class
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.steps.heap_bytes()
+        self.items()[self.index_in(key, window)].class
     }
 }
 

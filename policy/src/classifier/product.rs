@@ -549,7 +549,7 @@ impl Product {
     }
 
     /// The stages of [`Product::first`], as [`first_each`] interleaves them: the row's bucket
-    /// and window ([`Intervals::bucket`]), the row, the chunk number and the cell; each
+    /// and window ([`ByStart::bucket`]), the row, the chunk number and the cell; each
     /// `prefetch_*` asks for the line the next stage reads.
     #[inline]
     fn row_bucket(&self, peer: IpAddr) -> Bucket {
