@@ -112,12 +112,10 @@ pub type Intervals<K> = ByStart<K, Step<K>>;
 
 impl<K: Key> Default for Intervals<K> {
     fn default() -> Self {
-        ByStart {
-            index: StepIndex::new(vec![Step {
-                start: K::MIN,
-                class: 0,
-            }]),
-        }
+        ByStart::sorted(vec![Step {
+            start: K::MIN,
+            class: 0,
+        }])
     }
 }
 
@@ -158,25 +156,41 @@ pub struct Window {
     to: u32,
 }
 
-/// Sorted steps (or any items with a start) with a bucket index: the span from the second start to the last is cut into
-/// about two buckets per step, and each bucket remembers the last step starting at or below the
-/// bucket's start. A lookup is one bucket load and a search among the few steps inside that
-/// bucket, instead of a binary search over all steps (a chain of ~15 dependent loads at 20k
-/// steps). Buckets cover the starts' real span, so starts clustered in one part of the space
-/// (all of 10.0.0.0/8) still spread out.
+/// Items in the order of the key intervals they hold for: each from its start up to the next
+/// one's, the first from the key space's minimum; the search ends on the item itself. Address
+/// and port maps ([`Intervals`]) are steps that each hold a class; a steps product's IPv4 rows
+/// (see `product.rs`) are records that each hold their start.
+///
+/// The items are sorted with a bucket index: the span from the second start to the last is cut
+/// into about two buckets per item, and each bucket remembers the last item starting at or
+/// below the bucket's start. A lookup is one bucket load and a search among the few items
+/// inside that bucket, instead of a binary search over all of them (a chain of ~15 dependent
+/// loads at 20k items). Buckets cover the starts' real span, so starts clustered in one part
+/// of the space (all of 10.0.0.0/8) still spread out.
 #[derive(Debug, Clone)]
-struct StepIndex<K, S = Step<K>> {
-    steps: Box<[S]>,
+pub struct ByStart<K, S> {
+    items: Box<[S]>,
     /// Start of the bucketed span (the second start; the first is the key space's minimum).
     low: u128,
     shift: u32,
-    /// For each bucket, the index of the last step starting at or below the bucket's first key.
+    /// For each bucket, the index of the last item starting at or below the bucket's first key.
     buckets: Box<[u32]>,
     key: std::marker::PhantomData<K>,
 }
 
-impl<K: Key, S: Starting<K>> StepIndex<K, S> {
-    fn new(steps: Vec<S>) -> Self {
+impl<K: Key, S: Starting<K>> ByStart<K, S> {
+    /// Panics unless the items start in increasing order, the first at `K::MIN`.
+    pub fn new(items: Vec<S>) -> Self {
+        assert!(
+            items.first().is_some_and(|i| i.start() == K::MIN)
+                && items.windows(2).all(|w| w[0].start() < w[1].start()),
+            "items start in increasing order, the first at the key space's minimum"
+        );
+        Self::sorted(items)
+    }
+
+    /// [`ByStart::new`] of items known to be in order.
+    fn sorted(steps: Vec<S>) -> Self {
         debug_assert!(!steps.is_empty() && steps.windows(2).all(|w| w[0].start() < w[1].start()));
         let (low, high) = match steps.len() {
             1 => (0, 0),
@@ -196,8 +210,8 @@ impl<K: Key, S: Starting<K>> StepIndex<K, S> {
             }
             buckets.push(i as u32);
         }
-        StepIndex {
-            steps: steps.into(),
+        ByStart {
+            items: steps.into(),
             low,
             shift,
             buckets: buckets.into(),
@@ -205,15 +219,18 @@ impl<K: Key, S: Starting<K>> StepIndex<K, S> {
         }
     }
 
-    /// The last step starting at or below `key` (the first step starts at or below every key).
+    /// The item holding for `key`: the last starting at or below it.
     #[inline]
-    fn step_at(&self, key: K) -> &S {
-        &self.steps[self.index_in(key, self.window(self.bucket(key)))]
+    pub fn at(&self, key: K) -> &S {
+        &self.items[self.index_in(key, self.window(self.bucket(key)))]
     }
 
-    /// The bucket of `key` (arithmetic only).
+    /// [`ByStart::at`] in stages, for lookups that interleave many keys so that their memory
+    /// accesses overlap: the key's `bucket` (arithmetic only), the `window` of items the
+    /// bucket points to (one load), the search in the window (`index_in`); each `prefetch_*`
+    /// asks for the line the next stage reads.
     #[inline]
-    fn bucket(&self, key: K) -> Bucket {
+    pub fn bucket(&self, key: K) -> Bucket {
         let value = key.to_u128();
         if value < self.low {
             return Bucket::BELOW;
@@ -224,15 +241,15 @@ impl<K: Key, S: Starting<K>> StepIndex<K, S> {
     }
 
     #[inline]
-    fn prefetch_bucket(&self, bucket: Bucket) {
+    pub fn prefetch_bucket(&self, bucket: Bucket) {
         if bucket != Bucket::BELOW {
             prefetch_index(&self.buckets, bucket.0 as usize);
         }
     }
 
-    /// The steps among which the answer for a key of `bucket` lies (one load).
+    /// The items among which the answer for a key of `bucket` lies (one load).
     #[inline]
-    fn window(&self, bucket: Bucket) -> Window {
+    pub fn window(&self, bucket: Bucket) -> Window {
         if bucket == Bucket::BELOW {
             return Window { from: 0, to: 0 };
         }
@@ -241,110 +258,45 @@ impl<K: Key, S: Starting<K>> StepIndex<K, S> {
         let to = self
             .buckets
             .get(b + 1)
-            .map_or(self.steps.len() as u32 - 1, |&next| next);
+            .map_or(self.items.len() as u32 - 1, |&next| next);
         Window { from, to }
     }
 
     #[inline]
-    fn prefetch_window(&self, window: Window) {
-        prefetch_index(&self.steps, window.from as usize);
-        prefetch_index(&self.steps, window.to as usize);
+    pub fn prefetch_window(&self, window: Window) {
+        prefetch_index(&self.items, window.from as usize);
+        prefetch_index(&self.items, window.to as usize);
     }
 
-    /// The search in a window: `steps[from]` starts at or below the key, and steps past `to`
-    /// start after the key's bucket ends. Most windows hold at most two starts past `from`
-    /// (a host's interval and the one after it): those are compared at once, so that their
-    /// loads are not a chain.
+    /// Where in [`ByStart::items`] the item for `key` is, searched in its window: `items[from]`
+    /// starts at or below the key, and items past `to` start after the key's bucket ends.
+    /// Most windows hold at most two starts past `from` (a host's interval and the one after
+    /// it): those are compared at once, so that their loads are not a chain.
     #[inline]
-    fn index_in(&self, key: K, window: Window) -> usize {
+    pub fn index_in(&self, key: K, window: Window) -> usize {
         let (from, to) = (window.from as usize, window.to as usize);
         match to - from {
             n @ 0..=2 => {
                 let (first, second) = (from + n.min(1), to);
-                from + usize::from(n >= 1 && self.steps[first].start() <= key)
-                    + usize::from(n == 2 && self.steps[second].start() <= key)
+                from + usize::from(n >= 1 && self.items[first].start() <= key)
+                    + usize::from(n == 2 && self.items[second].start() <= key)
             }
-            _ => from + self.steps[from + 1..=to].partition_point(|s| s.start() <= key),
+            _ => from + self.items[from + 1..=to].partition_point(|s| s.start() <= key),
         }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.steps) + self.buckets.len() * 4
-    }
-}
-
-/// Items in the order of the key intervals they hold for: each from its start up to the next
-/// one's, the first from the key space's minimum; the search ends on the item itself. Address
-/// and port maps ([`Intervals`]) are steps that each hold a class; a steps product's IPv4 rows
-/// (see `product.rs`) are records that each hold their start.
-#[derive(Debug, Clone)]
-pub struct ByStart<K, S> {
-    index: StepIndex<K, S>,
-}
-
-impl<K: Key, S: Starting<K>> ByStart<K, S> {
-    /// Panics unless the items start in increasing order, the first at `K::MIN`.
-    pub fn new(items: Vec<S>) -> Self {
-        assert!(
-            items.first().is_some_and(|i| i.start() == K::MIN)
-                && items.windows(2).all(|w| w[0].start() < w[1].start()),
-            "items start in increasing order, the first at the key space's minimum"
-        );
-        ByStart {
-            index: StepIndex::new(items),
-        }
-    }
-
-    /// The item holding for `key`.
-    #[inline]
-    pub fn at(&self, key: K) -> &S {
-        self.index.step_at(key)
-    }
-
-    /// [`ByStart::at`] in stages, for lookups that interleave many keys so that their memory
-    /// accesses overlap: the key's `bucket` (arithmetic only), the `window` of items the
-    /// bucket points to (one load), the search in the window (`index_in`); each `prefetch_*`
-    /// asks for the line the next stage reads.
-    #[inline]
-    pub fn bucket(&self, key: K) -> Bucket {
-        self.index.bucket(key)
-    }
-
-    #[inline]
-    pub fn prefetch_bucket(&self, bucket: Bucket) {
-        self.index.prefetch_bucket(bucket)
-    }
-
-    #[inline]
-    pub fn window(&self, bucket: Bucket) -> Window {
-        self.index.window(bucket)
-    }
-
-    #[inline]
-    pub fn prefetch_window(&self, window: Window) {
-        self.index.prefetch_window(window)
-    }
-
-    /// Where in [`ByStart::items`] the item for `key` is.
-    #[inline]
-    pub fn index_in(&self, key: K, window: Window) -> usize {
-        self.index.index_in(key, window)
     }
 
     pub fn items(&self) -> &[S] {
-        &self.index.steps
+        &self.items
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.index.heap_bytes()
+        std::mem::size_of_val(&*self.items) + self.buckets.len() * 4
     }
 }
 
 impl<K: Key> Intervals<K> {
     fn of_steps(steps: Vec<Step<K>>) -> Self {
-        ByStart {
-            index: StepIndex::new(steps),
-        }
+        ByStart::sorted(steps)
     }
 
     /// Builds the step function for `items` (inclusive `lo..=hi` ranges, each owned by a slot).
@@ -514,7 +466,7 @@ mod tests {
     }
 
     /// The index over steps starting at `keys`, step *i* of class *i*.
-    fn numbered<K: Key>(keys: &[K]) -> StepIndex<K> {
+    fn numbered<K: Key>(keys: &[K]) -> Intervals<K> {
         let steps = keys
             .iter()
             .enumerate()
@@ -523,7 +475,7 @@ mod tests {
                 class: i as u32,
             })
             .collect();
-        StepIndex::new(steps)
+        ByStart::new(steps)
     }
 
     #[test]
@@ -540,13 +492,9 @@ mod tests {
             let index = numbered(&keys);
             for probe in 0..(*keys.last().unwrap() + 5) {
                 let want = keys.partition_point(|&k| k <= probe) - 1;
-                assert_eq!(
-                    index.step_at(probe).class as usize,
-                    want,
-                    "n {n} probe {probe}"
-                );
+                assert_eq!(index.class_of(probe) as usize, want, "n {n} probe {probe}");
             }
-            assert_eq!(index.step_at(u32::MAX).class as usize, n - 1);
+            assert_eq!(index.class_of(u32::MAX) as usize, n - 1);
         }
     }
 
@@ -562,7 +510,7 @@ mod tests {
             (u128::MAX - 2, 2),
             (u128::MAX, 3),
         ] {
-            assert_eq!(index.step_at(probe).class, want, "probe {probe}");
+            assert_eq!(index.class_of(probe), want, "probe {probe}");
         }
     }
 
@@ -581,10 +529,10 @@ mod tests {
             (0xff00_u128 << 112) + 1,
             u128::MAX,
         ] {
-            assert_eq!(index.step_at(probe).class, last, "probe {probe:#x}");
+            assert_eq!(index.class_of(probe), last, "probe {probe:#x}");
         }
-        assert_eq!(index.step_at(fd00 + 3).class, 1);
-        assert_eq!(index.step_at(fd00).class, 0);
+        assert_eq!(index.class_of(fd00 + 3), 1);
+        assert_eq!(index.class_of(fd00), 0);
     }
 
     /// An item that carries its own start, as product records do.

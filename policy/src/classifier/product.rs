@@ -157,37 +157,36 @@ enum V4Rows {
     Records(ByStart<u32, RowSteps>),
 }
 
+/// `$call` on the [`ByStart`] index of either kind of [`V4Rows`], named `$index`: the stages
+/// of the search are the same for both.
+macro_rules! on_index {
+    ($rows:expr, $index:ident => $call:expr) => {
+        match $rows {
+            V4Rows::Numbers($index) => $call,
+            V4Rows::Records($index) => $call,
+        }
+    };
+}
+
 impl V4Rows {
     #[inline]
     fn bucket(&self, key: u32) -> Bucket {
-        match self {
-            V4Rows::Numbers(rows) => rows.bucket(key),
-            V4Rows::Records(records) => records.bucket(key),
-        }
+        on_index!(self, index => index.bucket(key))
     }
 
     #[inline]
     fn prefetch_bucket(&self, bucket: Bucket) {
-        match self {
-            V4Rows::Numbers(rows) => rows.prefetch_bucket(bucket),
-            V4Rows::Records(records) => records.prefetch_bucket(bucket),
-        }
+        on_index!(self, index => index.prefetch_bucket(bucket))
     }
 
     #[inline]
     fn window(&self, bucket: Bucket) -> Window {
-        match self {
-            V4Rows::Numbers(rows) => rows.window(bucket),
-            V4Rows::Records(records) => records.window(bucket),
-        }
+        on_index!(self, index => index.window(bucket))
     }
 
     #[inline]
     fn prefetch_window(&self, window: Window) {
-        match self {
-            V4Rows::Numbers(rows) => rows.prefetch_window(window),
-            V4Rows::Records(records) => records.prefetch_window(window),
-        }
+        on_index!(self, index => index.prefetch_window(window))
     }
 
     #[inline]
