@@ -171,7 +171,10 @@ mod tests {
     proptest! {
         #[test]
         fn every_slot_answers_its_own_rule_and_action(
-            steps in prop::collection::vec((prop::bool::weighted(0.05), 0u32..3, 0usize..4), 1..400),
+            steps in prop::collection::vec(
+                (prop::bool::weighted(0.05), 0u32..3, 0usize..4),
+                1..400,
+            ),
         ) {
             let slots = slots_of(&steps);
             let rules = SlotRules::new(&slots);

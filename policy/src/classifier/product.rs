@@ -1547,12 +1547,7 @@ impl Table {
         }
         self.v4_steps = self.steps_over(&inputs.v4, merge, inputs, &v4)?;
         self.v6_steps = self.steps_over(&inputs.v6, merge, inputs, &v6)?;
-        let v4_records = usize::from(!self.v4_steps.is_empty())
-            + self
-                .v4_steps
-                .windows(2)
-                .filter(|w| w[0].1 != w[1].1)
-                .count();
+        let v4_records = v4_record_count(&self.v4_steps);
         let mut v6_rows: Vec<u32> = self.v6_steps.iter().map(|&(_, row)| row).collect();
         v6_rows.sort_unstable();
         v6_rows.dedup();
@@ -1756,10 +1751,15 @@ impl Table {
     }
 }
 
+/// How many records [`v4_records`] keeps for `steps`.
+fn v4_record_count(steps: &[(u32, u32)]) -> usize {
+    usize::from(!steps.is_empty()) + steps.windows(2).filter(|w| w[0].1 != w[1].1).count()
+}
+
 /// The records of the IPv4 rows `steps` start (each row's in `records`), each with its start;
 /// a record that the one before repeats (across a block start) is left out.
 fn v4_records(steps: &[(u32, u32)], records: &[RowSteps]) -> Vec<RowSteps> {
-    let mut v4: Vec<RowSteps> = Vec::with_capacity(steps.len());
+    let mut v4: Vec<RowSteps> = Vec::with_capacity(v4_record_count(steps));
     let mut last = None;
     for &(start, row) in steps {
         if last != Some(row) {
