@@ -295,10 +295,6 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
 }
 
 impl<K: Key> Intervals<K> {
-    fn of_steps(steps: Vec<Step<K>>) -> Self {
-        ByStart::sorted(steps)
-    }
-
     /// Builds the step function for `items` (inclusive `lo..=hi` ranges, each owned by a slot).
     pub fn build(items: &[(K, K, u32)], interner: &mut ClassInterner) -> Self {
         Self::sweep(items, 0, |active| {
@@ -368,7 +364,7 @@ impl<K: Key> Intervals<K> {
             .zip(values)
             .map(|(start, class)| Step { start, class })
             .collect();
-        Self::of_steps(steps)
+        ByStart::sorted(steps)
     }
 
     /// The step function whose steps start at the given keys, in increasing order, the first
@@ -385,7 +381,7 @@ impl<K: Key> Intervals<K> {
             merged.first().is_some_and(|s| s.start == K::MIN),
             "steps start at the key space's minimum"
         );
-        Self::of_steps(merged)
+        ByStart::sorted(merged)
     }
 
     /// Where each interval starts, and its class, in key order.

@@ -1751,25 +1751,28 @@ impl Table {
     }
 }
 
-/// How many records [`v4_records`] keeps for `steps`.
-fn v4_record_count(steps: &[(u32, u32)]) -> usize {
-    usize::from(!steps.is_empty()) + steps.windows(2).filter(|w| w[0].1 != w[1].1).count()
+/// `steps` in runs of one row: a row that the step before repeats (across a block start)
+/// needs no record of its own.
+fn runs_of_a_row(steps: &[(u32, u32)]) -> impl Iterator<Item = &[(u32, u32)]> {
+    steps.chunk_by(|a, b| a.1 == b.1)
 }
 
-/// The records of the IPv4 rows `steps` start (each row's in `records`), each with its start;
-/// a record that the one before repeats (across a block start) is left out.
+/// How many records [`v4_records`] keeps for `steps`.
+fn v4_record_count(steps: &[(u32, u32)]) -> usize {
+    runs_of_a_row(steps).count()
+}
+
+/// The records of the IPv4 rows `steps` start (each row's in `records`), one per run of a
+/// row, with the run's start.
 fn v4_records(steps: &[(u32, u32)], records: &[RowSteps]) -> Vec<RowSteps> {
     let mut v4: Vec<RowSteps> = Vec::with_capacity(v4_record_count(steps));
-    let mut last = None;
-    for &(start, row) in steps {
-        if last != Some(row) {
-            v4.push(RowSteps {
-                from: start,
-                ..records[row as usize]
-            });
-            last = Some(row);
+    v4.extend(runs_of_a_row(steps).map(|run| {
+        let (from, row) = run[0];
+        RowSteps {
+            from,
+            ..records[row as usize]
         }
-    }
+    }));
     v4
 }
 
