@@ -399,6 +399,14 @@ pub struct CompileOptions {
     /// BENCHMARKS.md (`memory_latency`); at 1 MiB the 10k ClassBench tables were staged and
     /// took up to 1.15 × the time of one lookup after another.
     pub staged_product_bytes: usize,
+    /// A dense or chunked product whose slots are numbered past `u16::MAX` keeps, in each
+    /// cell, the rank of its slot among the table's distinct slots in two bytes instead of
+    /// the slot in four, where four-byte cells would take at least this many bytes and the
+    /// table holds fewer than `u16::MAX` distinct slots. Half the cells' bytes, for one more
+    /// dependent load into the ranks' slots (at most 256 KiB, shared by every lookup). The
+    /// default (1 MiB, the L2 cache of the machines in BENCHMARKS.md) leaves tables that sit in
+    /// L2 as they are: there the load is only a cost.
+    pub ranked_cells_bytes: usize,
     /// How many bytes a table with source-port rules (Calico `source.ports`) may spend on one
     /// product for its main lookup and every source-port class's together (also within the
     /// budgets above): a packet then costs one product lookup where it took two, the
@@ -415,6 +423,7 @@ impl Default for CompileOptions {
             dense_product_budget: 16 << 20,
             steps_product_budget: 16 << 20,
             staged_product_bytes: 4 << 20,
+            ranked_cells_bytes: 1 << 20,
             joint_product_budget: 16 << 20,
         }
     }
@@ -1412,6 +1421,7 @@ impl TableBuilder<'_> {
             any: bytes,
             dense: self.options.dense_product_budget,
             steps: self.options.steps_product_budget,
+            ranked_cells: self.options.ranked_cells_bytes,
         }
     }
 

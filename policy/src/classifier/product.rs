@@ -17,6 +17,13 @@
 //! columns for 1.4M places in its rows, 15.5 MB in all. That costs one dependent load more
 //! (1.0–1.3 × the dense table's time in `classbench_layouts`).
 //!
+//! A cell holds its first slot in two bytes while the lookup numbers fewer than `u16::MAX`
+//! slots. The 100k ClassBench lists number 192k–200k, yet a table's cells hold far fewer
+//! distinct ones (fw1's two tables 21,189 and 35,942, acl1's egress table 35,631): from
+//! `CompileOptions::ranked_cells_bytes` of four-byte cells on, a cell holds its slot's rank
+//! among them in two bytes ([`FlatCells::Ranked`]), for one more load from the slots of the
+//! ranks. fw1's classifier at 100k rules takes 10.7 MiB with ranks, 15.8 without.
+//!
 //! Where every row changes first slot at most four times over its columns, numbered in port
 //! order, a row is better kept as its *steps* ([`RowSteps`]): the column where each step
 //! starts and its slot in a 32-byte record, one load and a branch-free count per lookup. A
@@ -63,15 +70,70 @@ use super::{Lookup, PortClass, NONE};
 /// First slots, one per column of a chunk; or each row as steps.
 #[derive(Debug)]
 enum Cells {
-    /// Every slot below `u16::MAX`, which stands for `NONE`: half the bytes.
-    Narrow(Box<[u16]>),
-    Wide(Box<[u32]>),
+    /// The dense and chunked shapes'.
+    Flat(FlatCells),
     /// Rows over their block's base ([`Shape::Steps`]): the IPv4 ones are in
     /// [`V4Rows::Records`], the IPv6 ones here, one per distinct row.
     Steps {
         v6_records: Box<[RowSteps]>,
         bases: BlockBases,
     },
+}
+
+/// A dense or chunked table's cells, in two bytes each where its slots allow (see
+/// [`CellSlots`]); `u16::MAX` stands for `NONE` in both narrow forms.
+#[derive(Debug)]
+enum FlatCells {
+    /// Every slot of the lookup below `u16::MAX`.
+    Narrow(Box<[u16]>),
+    /// Slots past `u16::MAX`, but fewer distinct ones in the table's cells: each cell holds
+    /// its slot's rank among them, and `slots` the slot of each rank. Half the bytes of
+    /// [`FlatCells::Wide`] for one more load, from an array of at most 256 KiB that every
+    /// lookup shares: fw1's 100k-rule tables hold 21,189 and 35,942 distinct slots of
+    /// 192,774, acl1's egress table 35,631 of 199,622.
+    Ranked {
+        ranks: Box<[u16]>,
+        slots: Box<[u32]>,
+    },
+    Wide(Box<[u32]>),
+}
+
+impl FlatCells {
+    /// The slot of cell `at`, or `NONE`.
+    #[inline]
+    fn slot(&self, at: usize) -> u32 {
+        match self {
+            FlatCells::Narrow(slots) => match slots[at] {
+                u16::MAX => NONE,
+                slot => u32::from(slot),
+            },
+            FlatCells::Ranked { ranks, slots } => match ranks[at] {
+                u16::MAX => NONE,
+                rank => slots[usize::from(rank)],
+            },
+            FlatCells::Wide(slots) => slots[at],
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, at: usize) {
+        match self {
+            FlatCells::Narrow(cells) | FlatCells::Ranked { ranks: cells, .. } => {
+                prefetch_index(cells, at)
+            }
+            FlatCells::Wide(cells) => prefetch_index(cells, at),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            FlatCells::Narrow(cells) => std::mem::size_of_val(&**cells),
+            FlatCells::Ranked { ranks, slots } => {
+                std::mem::size_of_val(&**ranks) + std::mem::size_of_val(&**slots)
+            }
+            FlatCells::Wide(cells) => std::mem::size_of_val(&**cells),
+        }
+    }
 }
 
 /// How many of an address's top bits pick its block ([`BlockBases`]).
@@ -336,14 +398,16 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
-    /// Dense first, then steps (each taken when it fits: one load), then chunks of 16, 8 and 64
-    /// columns: narrower chunks repeat more but cost more numbers per row. On the 100k
-    /// ClassBench lists 16 or 8 gave the smallest table; 64 comes last, so that its pass stops
-    /// as soon as it outgrows the smallest so far.
-    const ALL: [Shape; 5] = [
+    /// Dense first, then steps (each taken when it fits: one load), then chunks of 16, 32, 8
+    /// and 64 columns: narrower chunks repeat more but cost more numbers per row. On the 100k
+    /// ClassBench lists 16 gave the smallest table but for fw1's egress one (32 columns: 5.4
+    /// MB against 7.3); 64 comes last, so that its pass stops as soon as it outgrows the
+    /// smallest so far.
+    const ALL: [Shape; 6] = [
         Shape::Dense,
         Shape::Steps,
         Shape::Chunked { shift: 4 },
+        Shape::Chunked { shift: 5 },
         Shape::Chunked { shift: 3 },
         Shape::Chunked { shift: 6 },
     ];
@@ -356,11 +420,20 @@ pub(crate) struct Budgets {
     pub(crate) any: usize,
     pub(crate) dense: usize,
     pub(crate) steps: usize,
+    /// From how many bytes of four-byte cells a table keeps ranks (see [`FlatCells::Ranked`]).
+    pub(crate) ranked_cells: usize,
 }
 
 impl Budgets {
+    fn cell_width(self, slots: usize) -> CellWidth {
+        CellWidth {
+            slots,
+            ranked_from: self.ranked_cells,
+        }
+    }
+
     /// Each shape with its limit of bytes.
-    fn shapes(self) -> [(Shape, usize); 5] {
+    fn shapes(self) -> [(Shape, usize); 6] {
         Shape::ALL.map(|shape| {
             let limit = match shape {
                 Shape::Dense => self.dense,
@@ -429,12 +502,11 @@ impl Product {
     /// if every row has so few and they fit in `budgets.steps`, else in the smallest chunked
     /// shape, if that fits in `budgets.any`.
     pub(crate) fn build(lookup: &Lookup, slots: usize, budgets: Budgets) -> Option<Product> {
-        let shapes = budgets.shapes();
         Self::build_in(
             &[Layer::of(lookup)?],
             &[vec![0]],
-            slots,
-            &shapes,
+            budgets.cell_width(slots),
+            &budgets.shapes(),
             usize::MAX,
         )
     }
@@ -473,19 +545,25 @@ impl Product {
             steps: 0,
             ..budgets
         };
-        let product = Self::build_in(&layers, &parts, slots, &budgets.shapes(), JOINT_WORK)?;
+        let product = Self::build_in(
+            &layers,
+            &parts,
+            budgets.cell_width(slots),
+            &budgets.shapes(),
+            JOINT_WORK,
+        )?;
         Some((product, part_of_class.into()))
     }
 
     /// The product of `parts` (each a set of `layers` whose lower first slot it answers), in
     /// the first of `shapes` within its limit of bytes if that is the dense or the steps shape,
-    /// else in the smallest of the chunked ones within theirs. `work` bounds the column updates
-    /// ([`Inputs::updates`]) that every shape walks (the steps shape is also bounded by
-    /// [`STEPS_WORK`]).
+    /// else in the smallest of the chunked ones within theirs; its cells as `width` allows.
+    /// `work` bounds the column updates ([`Inputs::updates`]) that every shape walks (the
+    /// steps shape is also bounded by [`STEPS_WORK`]).
     fn build_in(
         layers: &[Layer<'_>],
         parts: &[Vec<usize>],
-        slots: usize,
+        width: CellWidth,
         shapes: &[(Shape, usize)],
         work: usize,
     ) -> Option<Product> {
@@ -493,12 +571,11 @@ impl Product {
         if inputs.updates() > work {
             return None;
         }
-        let cell_bytes = if slots < usize::from(u16::MAX) { 2 } else { 4 };
         let merged = Merge::hashed(&inputs);
-        let (merged, table) = match Table::best(shapes, merged, &inputs, cell_bytes) {
+        let (merged, table) = match Table::best(shapes, merged, &inputs, width) {
             Err((Stop::Collision, merged)) => {
                 let unmerged = Merge::none(inputs.columns.len(), &merged);
-                Table::best(shapes, unmerged, &inputs, cell_bytes).ok()?
+                Table::best(shapes, unmerged, &inputs, width).ok()?
             }
             Err((Stop::Budget | Stop::Unfit, _)) => return None,
             Ok(built) => built,
@@ -614,8 +691,7 @@ impl Product {
     #[inline]
     fn prefetch_cell(&self, peer: IpAddr, chunk: usize, column: u32) {
         match &self.cells {
-            Cells::Narrow(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
-            Cells::Wide(cells) => prefetch_index(cells, self.cell_at(chunk, column)),
+            Cells::Flat(cells) => cells.prefetch(self.cell_at(chunk, column)),
             Cells::Steps { v6_records, .. } => {
                 prefetch_index(self.records_of(peer, v6_records), chunk)
             }
@@ -652,11 +728,7 @@ impl Product {
     #[inline]
     fn cell(&self, peer: IpAddr, chunk: usize, column: u32) -> u32 {
         match &self.cells {
-            Cells::Narrow(cells) => match cells[self.cell_at(chunk, column)] {
-                u16::MAX => NONE,
-                slot => u32::from(slot),
-            },
-            Cells::Wide(cells) => cells[self.cell_at(chunk, column)],
+            Cells::Flat(cells) => cells.slot(self.cell_at(chunk, column)),
             Cells::Steps { v6_records, bases } => self.records_of(peer, v6_records)[chunk]
                 .slot(column)
                 .min(bases.slot(peer, column)),
@@ -686,8 +758,7 @@ impl Product {
     /// Bytes of cells and chunk numbers: what the budget bounds.
     pub(crate) fn table_bytes(&self) -> usize {
         let cells = match &self.cells {
-            Cells::Narrow(c) => c.len() * 2,
-            Cells::Wide(c) => c.len() * 4,
+            Cells::Flat(cells) => cells.heap_bytes(),
             Cells::Steps { v6_records, bases } => {
                 let v4_records = match &self.v4_rows {
                     V4Rows::Records(records) => std::mem::size_of_val(records.items()),
@@ -1191,11 +1262,18 @@ impl Merge {
         }
     }
 
-    /// The fewest bytes `shape` can take: a cell per column of each distinct row if dense; a
-    /// record, a base and the blocks' base numbers in steps; else a chunk number (at least two
-    /// bytes) per chunk of each distinct row, and one chunk.
-    fn bytes_at_least(&self, shape: Shape, cell_bytes: usize) -> usize {
+    /// The fewest bytes `shape` can take with cells of slots numbered below `slots`: a cell
+    /// per column of each distinct row if dense; a record, a base and the blocks' base numbers
+    /// in steps; else a chunk number (at least two bytes) per chunk of each distinct row, and
+    /// one chunk of cells (at least two bytes each).
+    ///
+    /// A dense cell counts four bytes past `u16::MAX` slots, though ranks may keep it in two
+    /// ([`CellSlots`]): how many distinct slots the cells hold is known only once they are
+    /// built, and a dense table that outgrows its limit costs a whole build (ipc1's 100k-rule
+    /// tables, in steps, would each take 0.2 s more to find their dense table too big).
+    fn bytes_at_least(&self, shape: Shape, slots: usize) -> usize {
         let width = self.width.max(1);
+        let cell_bytes = if slots < usize::from(u16::MAX) { 2 } else { 4 };
         match shape {
             Shape::Dense => self.rows_at_least.saturating_mul(width * cell_bytes),
             // Rows over different bases may share a record: one record at least, one base and
@@ -1206,7 +1284,7 @@ impl Merge {
                 let numbers = self
                     .rows_at_least
                     .saturating_mul(width.div_ceil(chunk_len) * 2);
-                numbers.saturating_add(chunk_len * cell_bytes)
+                numbers.saturating_add(chunk_len * 2)
             }
         }
     }
@@ -1388,20 +1466,21 @@ struct Table {
     /// In the steps shape, once the steps are known: how many records the product keeps
     /// (see [`V4Rows::Records`]); until then, the distinct records are the fewest it can.
     steps_records: usize,
-    cell_bytes: usize,
+    /// The slots in the cells so far (dense and chunked shapes): they decide a cell's width.
+    cell_slots: CellSlots,
     limit: usize,
 }
 
 impl Table {
     /// The table in the first of `shapes` within its limit if that is the dense or the steps
-    /// shape, else the smallest within its limit; with `merge` as the table numbers its
-    /// columns (in port order for the steps shape). `merge` comes back with the reason when
-    /// no table is built.
+    /// shape, else the smallest within its limit, its cells as `width` allows; with `merge` as
+    /// the table numbers its columns (in port order for the steps shape). `merge` comes back
+    /// with the reason when no table is built.
     fn best(
         shapes: &[(Shape, usize)],
         merge: Merge,
         inputs: &Inputs,
-        cell_bytes: usize,
+        width: CellWidth,
     ) -> Result<(Merge, Table), (Stop, Merge)> {
         let mut ported: Option<Merge> = None;
         let mut best: Option<Table> = None;
@@ -1409,14 +1488,14 @@ impl Table {
             let limit = best
                 .as_ref()
                 .map_or(limit, |b| limit.min(b.bytes().saturating_sub(1)));
-            if merge.bytes_at_least(shape, cell_bytes) > limit {
+            if merge.bytes_at_least(shape, width.slots) > limit {
                 continue;
             }
             let numbered = match shape {
                 Shape::Steps => ported.get_or_insert_with(|| merge.in_port_order(inputs)),
                 _ => &merge,
             };
-            match Table::new(shape, numbered, inputs, cell_bytes, limit) {
+            match Table::new(shape, numbered, inputs, width, limit) {
                 Ok(table) if shape == Shape::Steps => {
                     return Ok((ported.expect("numbered in port order"), table))
                 }
@@ -1436,7 +1515,7 @@ impl Table {
         shape: Shape,
         merge: &Merge,
         inputs: &Inputs,
-        cell_bytes: usize,
+        cell_width: CellWidth,
         limit: usize,
     ) -> Result<Table, Stop> {
         if merge.width > usize::from(u16::MAX) {
@@ -1461,7 +1540,7 @@ impl Table {
             v6_steps: Vec::new(),
             steps_records: 0,
             bases: None,
-            cell_bytes,
+            cell_slots: CellSlots::new(cell_width),
             limit,
         };
         if shape == Shape::Steps {
@@ -1659,7 +1738,9 @@ impl Table {
             Shape::Steps => {
                 self.chunks.count().max(self.steps_records) * std::mem::size_of::<RowSteps>()
             }
-            _ => self.chunks.flat.len() * self.cell_bytes,
+            _ => {
+                self.chunks.flat.len() * self.cell_slots.cell_bytes() + self.cell_slots.rank_bytes()
+            }
         };
         let bases = self.bases.as_ref().map_or(0, BlockBases::heap_bytes);
         cells + bases + self.rows.flat.len() * self.number_bytes()
@@ -1667,6 +1748,9 @@ impl Table {
 
     fn chunk(&mut self, chunk: &[u32]) -> Result<u32, Stop> {
         let (number, new) = self.chunks.number(chunk);
+        if new && self.shape != Shape::Steps {
+            self.cell_slots.add(chunk);
+        }
         self.within_limit(new, number)
     }
 
@@ -1723,15 +1807,7 @@ impl Table {
             };
             (cells, V4Rows::Records(ByStart::new(v4_records)), v6_steps)
         } else {
-            let cells = if self.cell_bytes == 2 {
-                Cells::Narrow(
-                    cells
-                        .map(|slot| u16::try_from(slot).unwrap_or(u16::MAX))
-                        .collect(),
-                )
-            } else {
-                Cells::Wide(cells.collect())
-            };
+            let cells = Cells::Flat(self.cell_slots.cells(cells));
             let v4_rows = V4Rows::Numbers(Intervals::from_steps(self.v4_steps));
             (cells, v4_rows, self.v6_steps)
         };
@@ -1747,6 +1823,101 @@ impl Table {
             chunk_numbers,
             cells,
             staged: false,
+        }
+    }
+}
+
+/// How a dense or chunked table may keep its cells: its lookups' slots are numbered below
+/// `slots`, and it keeps ranks ([`FlatCells::Ranked`]) from `ranked_from` bytes of four-byte
+/// cells on.
+#[derive(Debug, Clone, Copy)]
+struct CellWidth {
+    slots: usize,
+    ranked_from: usize,
+}
+
+/// The distinct slots in a dense or chunked table's cells, which decide how its cells are
+/// kept ([`FlatCells`]): as slots in two bytes while every slot is below `u16::MAX`; else as
+/// ranks in two bytes where fewer than `u16::MAX` distinct slots are in cells that would take
+/// at least [`CellWidth::ranked_from`] bytes in four; else as slots in four.
+struct CellSlots {
+    /// Whether a cell holds each slot of the table's lookups.
+    seen: Vec<bool>,
+    distinct: usize,
+    cells: usize,
+    ranked_from: usize,
+}
+
+impl CellSlots {
+    fn new(width: CellWidth) -> CellSlots {
+        CellSlots {
+            seen: vec![false; width.slots],
+            distinct: 0,
+            cells: 0,
+            ranked_from: width.ranked_from,
+        }
+    }
+
+    /// Counts a new chunk's cells.
+    fn add(&mut self, cells: &[u32]) {
+        self.cells += cells.len();
+        for &slot in cells.iter().filter(|&&slot| slot != NONE) {
+            let seen = &mut self.seen[slot as usize];
+            self.distinct += usize::from(!*seen);
+            *seen = true;
+        }
+    }
+
+    /// Whether the cells keep ranks (see [`FlatCells::Ranked`]).
+    fn ranked(&self) -> bool {
+        self.seen.len() >= usize::from(u16::MAX)
+            && self.distinct < usize::from(u16::MAX)
+            && self.cells.saturating_mul(4) >= self.ranked_from
+    }
+
+    fn cell_bytes(&self) -> usize {
+        if self.seen.len() < usize::from(u16::MAX) || self.ranked() {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Bytes of the slot of each rank.
+    fn rank_bytes(&self) -> usize {
+        if self.ranked() {
+            self.distinct * 4
+        } else {
+            0
+        }
+    }
+
+    /// The cells of `slots` (each a slot [`CellSlots::add`] saw, or `NONE`).
+    fn cells(&self, slots: impl Iterator<Item = u32>) -> FlatCells {
+        fn narrow(slots: impl Iterator<Item = u32>, number: impl Fn(u32) -> u16) -> Box<[u16]> {
+            slots
+                .map(|slot| match slot {
+                    NONE => u16::MAX,
+                    slot => number(slot),
+                })
+                .collect()
+        }
+        if self.seen.len() < usize::from(u16::MAX) {
+            FlatCells::Narrow(narrow(slots, |slot| slot as u16))
+        } else if self.ranked() {
+            let ranked: Box<[u32]> = (0..self.seen.len() as u32)
+                .filter(|&slot| self.seen[slot as usize])
+                .collect();
+            let mut rank_of = vec![u16::MAX; self.seen.len()];
+            for (rank, &slot) in ranked.iter().enumerate() {
+                rank_of[slot as usize] = rank as u16;
+            }
+            FlatCells::Ranked {
+                ranks: narrow(slots, |slot| rank_of[slot as usize]),
+                slots: ranked,
+            }
+        } else {
+            FlatCells::Wide(slots.collect())
         }
     }
 }
@@ -1947,11 +2118,22 @@ mod tests {
         Shape::Chunked { shift: 6 },
     ];
 
+    /// More slots than any of these tests' policies number, all below `u16::MAX`.
+    const SLOTS: usize = 1024;
+
+    /// Cells for slots numbered below `slots`, in ranks past `u16::MAX` however few.
+    fn width(slots: usize) -> CellWidth {
+        CellWidth {
+            slots,
+            ranked_from: 0,
+        }
+    }
+
     fn build_as(lookup: &Lookup, slots: usize, shape: Shape, limit: usize) -> Option<Product> {
         Product::build_in(
             &[Layer::of(lookup)?],
             &[vec![0]],
-            slots,
+            width(slots),
             &[(shape, limit)],
             usize::MAX,
         )
@@ -1977,7 +2159,7 @@ mod tests {
             .collect();
         let steps = 1 + slots.windows(2).filter(|w| w[0] != w[1]).count();
         assert!(steps > RowSteps::MAX, "{steps} steps over no base");
-        let product = build_as(lookup, 8, Shape::Steps, usize::MAX).expect("fits over bases");
+        let product = build_as(lookup, SLOTS, Shape::Steps, usize::MAX).expect("fits over bases");
         let Cells::Steps { bases, .. } = &product.cells else {
             panic!("a steps product")
         };
@@ -2077,7 +2259,7 @@ mod tests {
     }
 
     #[test]
-    fn every_shape_answers_like_the_layered_lookup_in_both_cell_widths() {
+    fn every_shape_answers_like_the_layered_lookup_with_slots_and_with_ranks_in_its_cells() {
         for ((policy, shapes), fold_budget) in policies_and_shapes()
             .into_iter()
             .flat_map(|p| [(p.clone(), 0), (p, usize::MAX)])
@@ -2086,16 +2268,20 @@ mod tests {
             let lookup = lookup(&classifier);
             assert!(lookup.product.is_none());
             for shape in shapes {
-                let narrow = build_as(lookup, 8, shape, usize::MAX).expect("addresses and ports");
-                let wide =
+                let narrow =
+                    build_as(lookup, SLOTS, shape, usize::MAX).expect("addresses and ports");
+                let ranked =
                     build_as(lookup, 70_000, shape, usize::MAX).expect("addresses and ports");
                 assert_eq!(narrow.shape(), shape);
                 if shape == Shape::Steps {
                     assert!(matches!(narrow.cells, Cells::Steps { .. }));
-                    assert!(matches!(wide.cells, Cells::Steps { .. }));
+                    assert!(matches!(ranked.cells, Cells::Steps { .. }));
                 } else {
-                    assert!(matches!(narrow.cells, Cells::Narrow(_)));
-                    assert!(matches!(wide.cells, Cells::Wide(_)));
+                    assert!(matches!(narrow.cells, Cells::Flat(FlatCells::Narrow(_))));
+                    assert!(matches!(
+                        ranked.cells,
+                        Cells::Flat(FlatCells::Ranked { .. })
+                    ));
                 }
                 if shape == (Shape::Chunked { shift: 1 }) {
                     assert!(narrow.chunks_per_row > 1, "{}", narrow.chunks_per_row);
@@ -2107,13 +2293,64 @@ mod tests {
                     let context =
                         format!("{shape:?} fold {fold_budget} {peer} {protocol:?} {port}");
                     assert_eq!(narrow.first(peer, protocol, port), want, "{context}");
-                    assert_eq!(wide.first(peer, protocol, port), want, "{context}");
+                    assert_eq!(ranked.first(peer, protocol, port), want, "{context}");
                 }
                 assert!(matched > 50, "the probes hit rules ({matched})");
-                for product in [&narrow, &wide] {
+                for product in [&narrow, &ranked] {
                     assert_eq!(staged_firsts(product), product_firsts(product), "{shape:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn cells_keep_slots_in_two_bytes_then_ranks_until_u16_max_distinct_slots_then_four() {
+        let few = [3, NONE, 3, 0, 7];
+        let mut narrow = CellSlots::new(width(8));
+        narrow.add(&few);
+        let many = [70_000, NONE, 65_535, 0, 70_000];
+        // Ranked from exactly the bytes the five cells would take in four bytes each, and not
+        // from one byte more.
+        let mut ranked = CellSlots::new(CellWidth {
+            slots: 70_001,
+            ranked_from: 20,
+        });
+        ranked.add(&many);
+        let mut small = CellSlots::new(CellWidth {
+            slots: 70_001,
+            ranked_from: 21,
+        });
+        small.add(&many);
+        let mut crowded = CellSlots::new(width(70_001));
+        crowded.add(&(0..u32::from(u16::MAX) - 3).collect::<Vec<_>>());
+        crowded.add(&many);
+        let most_ranked = crowded.distinct;
+        crowded.add(&[65_536]);
+        assert_eq!(
+            most_ranked,
+            usize::from(u16::MAX) - 1,
+            "{}",
+            crowded.distinct
+        );
+        for (table, slots, want) in [
+            (&narrow, &few, "narrow"),
+            (&ranked, &many, "ranked"),
+            (&small, &many, "wide"),
+            (&crowded, &many, "wide"),
+        ] {
+            let cells = table.cells(slots.iter().copied());
+            let (kind, bytes) = match &cells {
+                FlatCells::Narrow(_) => ("narrow", 2),
+                FlatCells::Ranked { slots, .. } => {
+                    assert_eq!(**slots, [0, 65_535, 70_000]);
+                    ("ranked", 2)
+                }
+                FlatCells::Wide(_) => ("wide", 4),
+            };
+            assert_eq!((kind, bytes), (want, table.cell_bytes()));
+            assert_eq!(cells.heap_bytes(), slots.len() * bytes + table.rank_bytes());
+            let read: Vec<u32> = (0..slots.len()).map(|at| cells.slot(at)).collect();
+            assert_eq!(read, slots, "{kind}");
         }
     }
 
@@ -2149,10 +2386,13 @@ mod tests {
             let classifier = layered_of(policy, 0);
             let lookup = lookup(&classifier);
             for shape in shapes {
-                let built = build_as(lookup, 8, shape, usize::MAX).expect("within no limit");
+                let built = build_as(lookup, SLOTS, shape, usize::MAX).expect("within no limit");
                 let bytes = built.table_bytes();
-                assert!(build_as(lookup, 8, shape, bytes).is_some(), "{shape:?}");
-                assert!(build_as(lookup, 8, shape, bytes - 1).is_none(), "{shape:?}");
+                assert!(build_as(lookup, SLOTS, shape, bytes).is_some(), "{shape:?}");
+                assert!(
+                    build_as(lookup, SLOTS, shape, bytes - 1).is_none(),
+                    "{shape:?}"
+                );
             }
         }
     }
@@ -2161,8 +2401,8 @@ mod tests {
     fn rows_with_more_than_five_steps_do_not_take_the_steps_shape() {
         let classifier = layered(0);
         let lookup = lookup(&classifier);
-        assert!(build_as(lookup, 8, Shape::Steps, usize::MAX).is_none());
-        let built = Product::build(lookup, 8, budgets(0, usize::MAX, usize::MAX));
+        assert!(build_as(lookup, SLOTS, Shape::Steps, usize::MAX).is_none());
+        let built = Product::build(lookup, SLOTS, budgets(0, usize::MAX, usize::MAX));
         assert!(matches!(
             built.expect("chunks fit").shape(),
             Shape::Chunked { .. }
@@ -2230,7 +2470,8 @@ mod tests {
     fn the_steps_shape_numbers_columns_in_port_order_and_stays_within_its_width() {
         let classifier = layered_of(STEPS_RULES, 0);
         let lookup = lookup(&classifier);
-        let product = build_as(lookup, 8, Shape::Steps, usize::MAX).expect("five steps at most");
+        let product =
+            build_as(lookup, SLOTS, Shape::Steps, usize::MAX).expect("five steps at most");
         // Protocols in order (ICMP is 1, TCP 6), ports from 0.
         let columns: Vec<u32> = [
             (Protocol::ICMP, 0),
@@ -2245,12 +2486,17 @@ mod tests {
         let layers = [Layer::of(lookup).expect("addresses and ports only")];
         let inputs = Inputs::of(&layers, &[vec![0]]);
         let wide = Merge::from_ids((0..=u32::from(RowSteps::UNUSED)).collect());
-        let built = Table::new(Shape::Steps, &wide, &inputs, 4, usize::MAX).map(|_| ());
+        let built = Table::new(Shape::Steps, &wide, &inputs, width(SLOTS), usize::MAX).map(|_| ());
         assert!(matches!(built, Err(Stop::Unfit)), "{built:?}");
     }
 
     fn budgets(dense: usize, steps: usize, any: usize) -> Budgets {
-        Budgets { any, dense, steps }
+        Budgets {
+            any,
+            dense,
+            steps,
+            ranked_cells: 0,
+        }
     }
 
     #[test]
@@ -2258,17 +2504,17 @@ mod tests {
         let classifier = layered_of(STEPS_RULES, 0);
         let lookup = lookup(&classifier);
         let bytes = |shape| {
-            build_as(lookup, 8, shape, usize::MAX)
+            build_as(lookup, SLOTS, shape, usize::MAX)
                 .expect("no limit")
                 .table_bytes()
         };
         let (dense, steps) = (bytes(Shape::Dense), bytes(Shape::Steps));
-        let built = Product::build(lookup, 8, budgets(dense, usize::MAX, usize::MAX));
+        let built = Product::build(lookup, SLOTS, budgets(dense, usize::MAX, usize::MAX));
         assert_eq!(built.expect("dense fits").shape(), Shape::Dense);
         // Steps even where chunks would be smaller: one load instead of two.
-        let built = Product::build(lookup, 8, budgets(dense - 1, steps, usize::MAX));
+        let built = Product::build(lookup, SLOTS, budgets(dense - 1, steps, usize::MAX));
         assert_eq!(built.expect("steps fit").shape(), Shape::Steps);
-        let built = Product::build(lookup, 8, budgets(dense - 1, steps - 1, usize::MAX));
+        let built = Product::build(lookup, SLOTS, budgets(dense - 1, steps - 1, usize::MAX));
         let smallest = Shape::ALL[2..]
             .iter()
             .map(|&s| bytes(s))
@@ -2277,9 +2523,9 @@ mod tests {
         let built = built.expect("chunked fits");
         assert!(matches!(built.shape(), Shape::Chunked { .. }));
         assert_eq!(built.table_bytes(), smallest);
-        assert!(Product::build(lookup, 8, budgets(0, 0, smallest - 1)).is_none());
+        assert!(Product::build(lookup, SLOTS, budgets(0, 0, smallest - 1)).is_none());
         // Within the budget of any shape only.
-        let built = Product::build(lookup, 8, budgets(usize::MAX, usize::MAX, steps - 1));
+        let built = Product::build(lookup, SLOTS, budgets(usize::MAX, usize::MAX, steps - 1));
         assert!(built.is_none_or(|p| p.table_bytes() < steps));
     }
 
@@ -2288,7 +2534,7 @@ mod tests {
         for (policy, shapes) in policies_and_shapes() {
             let classifier = layered_of(policy, 0);
             let lookup = lookup(&classifier);
-            let product = Product::build(lookup, 8, budgets(usize::MAX, 0, usize::MAX));
+            let product = Product::build(lookup, SLOTS, budgets(usize::MAX, 0, usize::MAX));
             let product = product.expect("no limit");
             assert!(product.chunk_len > 1, "the policy has columns that differ");
             let slots_of = |shape| {
@@ -2296,7 +2542,7 @@ mod tests {
                 let layers = [Layer::of(lookup).expect("addresses and ports only")];
                 let inputs = Inputs::of(&layers, &[vec![0]]);
                 let merge = Merge::from_ids(vec![0; inputs.columns.len()]);
-                Table::new(shape, &merge, &inputs, 2, usize::MAX).map(|_| ())
+                Table::new(shape, &merge, &inputs, width(SLOTS), usize::MAX).map(|_| ())
             };
             for shape in shapes {
                 assert!(matches!(slots_of(shape), Err(Stop::Collision)), "{shape:?}");
@@ -2321,11 +2567,23 @@ mod tests {
                 } else {
                     &merge
                 };
-                let table = Table::new(shape, merge, &inputs, 2, usize::MAX).expect("no limit");
-                assert!(merge.bytes_at_least(shape, 2) <= table.bytes(), "{shape:?}");
+                let table =
+                    Table::new(shape, merge, &inputs, width(SLOTS), usize::MAX).expect("no limit");
+                assert!(
+                    merge.bytes_at_least(shape, SLOTS) <= table.bytes(),
+                    "{shape:?}"
+                );
                 if shape == Shape::Dense {
                     // Without a collision of row hashes, the count is exact.
                     assert_eq!(merge.rows_at_least, table.chunks.count());
+                } else {
+                    // (A dense table's bound counts four bytes a cell past `u16::MAX` slots.)
+                    let ranked = Table::new(shape, merge, &inputs, width(70_000), usize::MAX)
+                        .expect("no limit");
+                    assert!(
+                        merge.bytes_at_least(shape, 70_000) <= ranked.bytes(),
+                        "{shape:?}"
+                    );
                 }
             }
         }
@@ -2357,7 +2615,7 @@ mod tests {
         });
         let merge = Merge::from_ids(ids.collect());
         for shape in std::iter::once(Shape::Steps).chain(SHAPES) {
-            let built = Table::new(shape, &merge, &inputs, 2, usize::MAX).map(|_| ());
+            let built = Table::new(shape, &merge, &inputs, width(SLOTS), usize::MAX).map(|_| ());
             assert!(matches!(built, Err(Stop::Collision)), "{shape:?}");
         }
     }
