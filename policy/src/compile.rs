@@ -402,10 +402,15 @@ pub struct CompileOptions {
     /// A dense or chunked product whose slots are numbered past `u16::MAX` keeps, in each
     /// cell, the rank of its slot among the table's distinct slots in two bytes instead of
     /// the slot in four, where four-byte cells would take at least this many bytes and the
-    /// table holds fewer than `u16::MAX` distinct slots. Half the cells' bytes, for one more
-    /// dependent load into the ranks' slots (at most 256 KiB, shared by every lookup). The
-    /// default (1 MiB, the L2 cache of the machines in BENCHMARKS.md) leaves tables that sit in
-    /// L2 as they are: there the load is only a cost.
+    /// table holds fewer than `u16::MAX` distinct slots: half the cells' bytes, for one more
+    /// dependent load into the slots of the ranks (at most 256 KiB). On the 100k ClassBench
+    /// lists, that load cost 4–5 ns per lookup where a table was warm (one process at a time,
+    /// best pass: fw1 ingress 54.7–55.1 → 59.7–60.2 ns, acl1 egress 44.1–44.7 → 48.5–48.7 ns)
+    /// and saved nothing measurable where it was cold, for 22–32 % less memory (fw1 15.6 →
+    /// 10.7 MiB, acl1 15.8 → 12.3; BENCHMARKS.md, *Ranked cells*). So by
+    /// default (16 MiB, the default `product_budget`) only cells that would outgrow the
+    /// budget in four bytes keep ranks, and a table too large for a product in four-byte
+    /// cells may then still get one. Lower it to trade that time for memory.
     pub ranked_cells_bytes: usize,
     /// How many bytes a table with source-port rules (Calico `source.ports`) may spend on one
     /// product for its main lookup and every source-port class's together (also within the
@@ -423,7 +428,7 @@ impl Default for CompileOptions {
             dense_product_budget: 16 << 20,
             steps_product_budget: 16 << 20,
             staged_product_bytes: 4 << 20,
-            ranked_cells_bytes: 1 << 20,
+            ranked_cells_bytes: 16 << 20,
             joint_product_budget: 16 << 20,
         }
     }

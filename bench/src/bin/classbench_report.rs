@@ -8,15 +8,17 @@
 //! ```text
 //! cargo run --release -p podwall-bench --bin classbench_report
 //! cargo run --release -p podwall-bench --bin classbench_report -- --seeds fw1 --sizes 1000
+//! cargo run --release -p podwall-bench --bin classbench_report -- --ranked-cells-bytes 0
 //! ```
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bench::classbench::build;
+use bench::classbench::build_with;
 use bench::classbench::data::{list_name, read_rules, seeds_or_all, SIZES};
 use bench::heap;
 use clap::Parser;
+use policy::compile::CompileOptions;
 
 /// Build time and memory of podwall's classifier for ClassBench lists converted to Calico.
 ///
@@ -30,6 +32,11 @@ struct Options {
     /// List sizes: 1000, 10000, 100000.
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
+    /// `CompileOptions::ranked_cells_bytes`: from how many bytes of four-byte cells a product
+    /// keeps ranks of its slots instead (0: wherever the slots allow). Default: the
+    /// compiler's.
+    #[arg(long)]
+    ranked_cells_bytes: Option<usize>,
 }
 
 #[global_allocator]
@@ -42,6 +49,13 @@ fn main() -> ExitCode {
 fn report(options: Options) -> Result<()> {
     let seeds = seeds_or_all(options.seeds);
     let sizes = options.sizes.unwrap_or_else(|| SIZES.to_vec());
+    let defaults = CompileOptions::default();
+    let compile_options = CompileOptions {
+        ranked_cells_bytes: options
+            .ranked_cells_bytes
+            .unwrap_or(defaults.ranked_cells_bytes),
+        ..defaults
+    };
     println!(
         "| list | rules | approximated | narrowed to TCP | with source ports | manifest | \
          load | compile | load + compile | peak heap | slots | products (steps, chunked) | heap | \
@@ -54,7 +68,7 @@ fn report(options: Options) -> Result<()> {
             eprintln!("{list}: loading and compiling …");
             let rules = read_rules(seed, size)?;
             let before = heap::start();
-            let built = build(&list, &rules).with_context(|| list.clone())?;
+            let built = build_with(&list, &rules, compile_options).with_context(|| list.clone())?;
             let peak = heap::peak_since(before);
             let c = &built.conversion;
             let stats = built.classifier.stats();
