@@ -215,9 +215,10 @@ enum V4Rows {
     /// The steps shape's records, one per address interval in address order, each with its
     /// first address; a row is its record's index. The search ends on the record itself,
     /// where a row number is one dependent load more before its record: at 100k ClassBench
-    /// rules, 0.45–0.8 × the time of a lookup where the caches are cold, 0.9 × (ipc1) to
+    /// rules, 0.84–0.99 × the time of a lookup where the caches are cold, 0.9 × (ipc1) to
     /// 1.05 × (acl1) where they are warm, for twice the records (BENCHMARKS.md, *IPv4 records
-    /// in address order*). IPv6 rows stay numbered: a record cannot hold an IPv6 start, and
+    /// in address order* and its correction in *Ranked cells*). IPv6 rows stay numbered: a
+    /// record cannot hold an IPv6 start, and
     /// the lists have few.
     Records(ByStart<u32, RowSteps>),
 }
