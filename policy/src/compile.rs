@@ -407,10 +407,14 @@ pub struct CompileOptions {
     /// lists, that load cost 4–5 ns per lookup where a table was warm (one process at a time,
     /// best pass: fw1 ingress 54.7–55.1 → 59.7–60.2 ns, acl1 egress 44.1–44.7 → 48.5–48.7 ns)
     /// and saved nothing measurable where it was cold, for 22–32 % less memory (fw1 15.6 →
-    /// 10.7 MiB, acl1 15.8 → 12.3; BENCHMARKS.md, *Ranked cells*). So by
-    /// default (16 MiB, the default `product_budget`) only cells that would outgrow the
-    /// budget in four bytes keep ranks, and a table too large for a product in four-byte
-    /// cells may then still get one. Lower it to trade that time for memory.
+    /// 10.7 MiB, acl1 15.8 → 12.3; BENCHMARKS.md, *Ranked cells*). Speed comes first, so by
+    /// default (`usize::MAX`) no table keeps ranks. Any threshold also lets shapes that would
+    /// outgrow their limit in four-byte cells take ranks once their cells reach it, so that
+    /// a smaller shape in ranks may win over one that fits in four bytes (at 8 MiB, fw1's
+    /// 100k classifier took 13.9 MiB where it takes 15.6); with it, a chunked table past
+    /// `product_budget` in four-byte cells may still fit it. (A dense table is tried only
+    /// where it fits in four-byte cells: trying one whose slots then prove too many for ranks
+    /// costs a whole build.) Set it to trade that time for memory.
     pub ranked_cells_bytes: usize,
     /// How many bytes a table with source-port rules (Calico `source.ports`) may spend on one
     /// product for its main lookup and every source-port class's together (also within the
@@ -428,7 +432,7 @@ impl Default for CompileOptions {
             dense_product_budget: 16 << 20,
             steps_product_budget: 16 << 20,
             staged_product_bytes: 4 << 20,
-            ranked_cells_bytes: 16 << 20,
+            ranked_cells_bytes: usize::MAX,
             joint_product_budget: 16 << 20,
         }
     }

@@ -23,8 +23,8 @@
 //! `CompileOptions::ranked_cells_bytes` of four-byte cells on, a cell holds its slot's rank
 //! among them in two bytes ([`FlatCells::Ranked`]), for one more load from the slots of the
 //! ranks. With ranks in every such table, fw1's classifier at 100k rules takes 10.7 MiB
-//! instead of 15.6, and its lookups 4–5 ns more where the tables are warm: by default only
-//! cells past the product budget in four bytes keep ranks.
+//! instead of 15.6, and its lookups 4–5 ns more where the tables are warm: by default no
+//! table keeps ranks.
 //!
 //! Where every row changes first slot at most four times over its columns, numbered in port
 //! order, a row is better kept as its *steps* ([`RowSteps`]): the column where each step
@@ -218,8 +218,7 @@ enum V4Rows {
     /// rules, 0.84–0.99 × the time of a lookup where the caches are cold, 0.9 × (ipc1) to
     /// 1.05 × (acl1) where they are warm, for twice the records (BENCHMARKS.md, *IPv4 records
     /// in address order* and its correction in *Ranked cells*). IPv6 rows stay numbered: a
-    /// record cannot hold an IPv6 start, and
-    /// the lists have few.
+    /// record cannot hold an IPv6 start, and the lists have few.
     Records(ByStart<u32, RowSteps>),
 }
 
@@ -404,9 +403,9 @@ pub(crate) enum Shape {
 impl Shape {
     /// Dense first, then steps (each taken when it fits: one load), then chunks of 16, 32, 8
     /// and 64 columns: narrower chunks repeat more but cost more numbers per row. On the 100k
-    /// ClassBench lists 16 gave the smallest table but for fw1's egress one (32 columns: 5.4
-    /// MB against 7.3); 64 comes last, so that its pass stops as soon as it outgrows the
-    /// smallest so far.
+    /// ClassBench lists 16 gave the smallest table but for fw1's egress one (32 columns: 9.2
+    /// MB against 9.4, 5.4 against 7.3 with ranked cells); 64 comes last, so that its pass
+    /// stops as soon as it outgrows the smallest so far.
     const ALL: [Shape; 6] = [
         Shape::Dense,
         Shape::Steps,
@@ -2399,6 +2398,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_chunked_table_past_its_limit_in_four_byte_cells_fits_in_ranks_from_their_threshold_on() {
+        let mut smaller_in_ranks = 0;
+        for (policy, shapes) in policies_and_shapes() {
+            let classifier = layered_of(policy, 0);
+            let lookup = lookup(&classifier);
+            let chunked = shapes
+                .into_iter()
+                .filter(|shape| matches!(shape, Shape::Chunked { .. }));
+            for shape in chunked {
+                let build = |ranked_from, limit| {
+                    let width = CellWidth {
+                        slots: 70_000,
+                        ranked_from,
+                    };
+                    let layers = [Layer::of(lookup).expect("addresses and ports")];
+                    Product::build_in(&layers, &[vec![0]], width, &[(shape, limit)], usize::MAX)
+                };
+                let wide = build(usize::MAX, usize::MAX).expect("within no limit");
+                let Cells::Flat(FlatCells::Wide(cells)) = &wide.cells else {
+                    panic!("{shape:?}: four-byte cells below their threshold");
+                };
+                let wide_cells = std::mem::size_of_val(&**cells);
+                let limit = build(0, usize::MAX).expect("no limit").table_bytes();
+                if limit >= wide.table_bytes() {
+                    // So few cells that the slots of the ranks outweigh what they save.
+                    continue;
+                }
+                smaller_in_ranks += 1;
+                // Ranks from half the four-byte cells: the table takes them before it
+                // outgrows the limit, and answers as the wide one.
+                let ranked = build(wide_cells / 2, limit).expect("fits in ranks");
+                assert!(matches!(
+                    ranked.cells,
+                    Cells::Flat(FlatCells::Ranked { .. })
+                ));
+                assert_eq!(product_firsts(&ranked), product_firsts(&wide), "{shape:?}");
+                assert!(build(wide_cells + 1, limit).is_none(), "{shape:?}");
+            }
+        }
+        assert!(
+            smaller_in_ranks >= 4,
+            "{smaller_in_ranks} tables smaller in ranks"
+        );
     }
 
     #[test]
