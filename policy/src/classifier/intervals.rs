@@ -190,14 +190,14 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
     }
 
     /// [`ByStart::new`] of items known to be in order.
-    fn sorted(steps: Vec<S>) -> Self {
-        debug_assert!(!steps.is_empty() && steps.windows(2).all(|w| w[0].start() < w[1].start()));
-        let (low, high) = match steps.len() {
+    fn sorted(items: Vec<S>) -> Self {
+        debug_assert!(!items.is_empty() && items.windows(2).all(|w| w[0].start() < w[1].start()));
+        let (low, high) = match items.len() {
             1 => (0, 0),
-            n => (steps[1].start().to_u128(), steps[n - 1].start().to_u128()),
+            n => (items[1].start().to_u128(), items[n - 1].start().to_u128()),
         };
         let span = high - low;
-        let bits = (usize::BITS - steps.len().leading_zeros() + 1).min(20);
+        let bits = (usize::BITS - items.len().leading_zeros() + 1).min(20);
         let span_bits = 128 - span.leading_zeros();
         let shift = span_bits.saturating_sub(bits);
         let count = (span >> shift) as usize + 1;
@@ -205,13 +205,13 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
         let mut i = 0usize;
         for b in 0..count {
             let first_value = low + ((b as u128) << shift);
-            while i + 1 < steps.len() && steps[i + 1].start().to_u128() <= first_value {
+            while i + 1 < items.len() && items[i + 1].start().to_u128() <= first_value {
                 i += 1;
             }
             buckets.push(i as u32);
         }
         ByStart {
-            items: steps.into(),
+            items: items.into(),
             low,
             shift,
             buckets: buckets.into(),

@@ -1265,7 +1265,7 @@ impl Merge {
         }
     }
 
-    /// The fewest bytes `shape` can take with cells of slots numbered below `slots`: a cell
+    /// The fewest bytes `shape` can take with cells as `cells` allows: a cell
     /// per column of each distinct row if dense; a record, a base and the blocks' base numbers
     /// in steps; else a chunk number (at least two bytes) per chunk of each distinct row, and
     /// one chunk of cells (at least two bytes each).
@@ -1274,9 +1274,9 @@ impl Merge {
     /// ([`CellSlots`]): how many distinct slots the cells hold is known only once they are
     /// built, and a dense table that outgrows its limit costs a whole build (ipc1's 100k-rule
     /// tables, in steps, would each take 0.2 s more to find their dense table too big).
-    fn bytes_at_least(&self, shape: Shape, slots: usize) -> usize {
+    fn bytes_at_least(&self, shape: Shape, cells: CellWidth) -> usize {
         let width = self.width.max(1);
-        let cell_bytes = if slots < usize::from(u16::MAX) { 2 } else { 4 };
+        let cell_bytes = if cells.slots_in_two_bytes() { 2 } else { 4 };
         match shape {
             Shape::Dense => self.rows_at_least.saturating_mul(width * cell_bytes),
             // Rows over different bases may share a record: one record at least, one base and
@@ -1491,7 +1491,7 @@ impl Table {
             let limit = best
                 .as_ref()
                 .map_or(limit, |b| limit.min(b.bytes().saturating_sub(1)));
-            if merge.bytes_at_least(shape, width.slots) > limit {
+            if merge.bytes_at_least(shape, width) > limit {
                 continue;
             }
             let numbered = match shape {
@@ -1839,30 +1839,55 @@ struct CellWidth {
     ranked_from: usize,
 }
 
+impl CellWidth {
+    /// Whether every slot fits a two-byte cell ([`FlatCells::Narrow`]), with `u16::MAX` left
+    /// for `NONE`.
+    fn slots_in_two_bytes(self) -> bool {
+        self.slots < usize::from(u16::MAX)
+    }
+}
+
+/// The forms of [`FlatCells`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CellForm {
+    Narrow,
+    Ranked,
+    Wide,
+}
+
 /// The distinct slots in a dense or chunked table's cells, which decide how its cells are
 /// kept ([`FlatCells`]): as slots in two bytes while every slot is below `u16::MAX`; else as
 /// ranks in two bytes where fewer than `u16::MAX` distinct slots are in cells that would take
 /// at least [`CellWidth::ranked_from`] bytes in four; else as slots in four.
 struct CellSlots {
-    /// Whether a cell holds each slot of the table's lookups.
+    width: CellWidth,
+    /// Whether a cell holds each slot of the table's lookups (empty, and not counted, while
+    /// every slot fits two bytes).
     seen: Vec<bool>,
     distinct: usize,
     cells: usize,
-    ranked_from: usize,
 }
 
 impl CellSlots {
     fn new(width: CellWidth) -> CellSlots {
+        let counted = if width.slots_in_two_bytes() {
+            0
+        } else {
+            width.slots
+        };
         CellSlots {
-            seen: vec![false; width.slots],
+            width,
+            seen: vec![false; counted],
             distinct: 0,
             cells: 0,
-            ranked_from: width.ranked_from,
         }
     }
 
     /// Counts a new chunk's cells.
     fn add(&mut self, cells: &[u32]) {
+        if self.width.slots_in_two_bytes() {
+            return;
+        }
         self.cells += cells.len();
         for &slot in cells.iter().filter(|&&slot| slot != NONE) {
             let seen = &mut self.seen[slot as usize];
@@ -1871,27 +1896,31 @@ impl CellSlots {
         }
     }
 
-    /// Whether the cells keep ranks (see [`FlatCells::Ranked`]).
-    fn ranked(&self) -> bool {
-        self.seen.len() >= usize::from(u16::MAX)
-            && self.distinct < usize::from(u16::MAX)
-            && self.cells.saturating_mul(4) >= self.ranked_from
+    /// The form the cells take, counted so far.
+    fn form(&self) -> CellForm {
+        if self.width.slots_in_two_bytes() {
+            CellForm::Narrow
+        } else if self.distinct < usize::from(u16::MAX)
+            && self.cells.saturating_mul(4) >= self.width.ranked_from
+        {
+            CellForm::Ranked
+        } else {
+            CellForm::Wide
+        }
     }
 
     fn cell_bytes(&self) -> usize {
-        if self.seen.len() < usize::from(u16::MAX) || self.ranked() {
-            2
-        } else {
-            4
+        match self.form() {
+            CellForm::Narrow | CellForm::Ranked => 2,
+            CellForm::Wide => 4,
         }
     }
 
     /// Bytes of the slot of each rank.
     fn rank_bytes(&self) -> usize {
-        if self.ranked() {
-            self.distinct * 4
-        } else {
-            0
+        match self.form() {
+            CellForm::Ranked => self.distinct * 4,
+            CellForm::Narrow | CellForm::Wide => 0,
         }
     }
 
@@ -1905,22 +1934,22 @@ impl CellSlots {
                 })
                 .collect()
         }
-        if self.seen.len() < usize::from(u16::MAX) {
-            FlatCells::Narrow(narrow(slots, |slot| slot as u16))
-        } else if self.ranked() {
-            let ranked: Box<[u32]> = (0..self.seen.len() as u32)
-                .filter(|&slot| self.seen[slot as usize])
-                .collect();
-            let mut rank_of = vec![u16::MAX; self.seen.len()];
-            for (rank, &slot) in ranked.iter().enumerate() {
-                rank_of[slot as usize] = rank as u16;
+        match self.form() {
+            CellForm::Narrow => FlatCells::Narrow(narrow(slots, |slot| slot as u16)),
+            CellForm::Ranked => {
+                let ranked: Box<[u32]> = (0..self.seen.len() as u32)
+                    .filter(|&slot| self.seen[slot as usize])
+                    .collect();
+                let mut rank_of = vec![u16::MAX; self.seen.len()];
+                for (rank, &slot) in ranked.iter().enumerate() {
+                    rank_of[slot as usize] = rank as u16;
+                }
+                FlatCells::Ranked {
+                    ranks: narrow(slots, |slot| rank_of[slot as usize]),
+                    slots: ranked,
+                }
             }
-            FlatCells::Ranked {
-                ranks: narrow(slots, |slot| rank_of[slot as usize]),
-                slots: ranked,
-            }
-        } else {
-            FlatCells::Wide(slots.collect())
+            CellForm::Wide => FlatCells::Wide(slots.collect()),
         }
     }
 }
@@ -2619,7 +2648,7 @@ mod tests {
                 let table =
                     Table::new(shape, merge, &inputs, width(SLOTS), usize::MAX).expect("no limit");
                 assert!(
-                    merge.bytes_at_least(shape, SLOTS) <= table.bytes(),
+                    merge.bytes_at_least(shape, width(SLOTS)) <= table.bytes(),
                     "{shape:?}"
                 );
                 if shape == Shape::Dense {
@@ -2630,7 +2659,7 @@ mod tests {
                     let ranked = Table::new(shape, merge, &inputs, width(70_000), usize::MAX)
                         .expect("no limit");
                     assert!(
-                        merge.bytes_at_least(shape, 70_000) <= ranked.bytes(),
+                        merge.bytes_at_least(shape, width(70_000)) <= ranked.bytes(),
                         "{shape:?}"
                     );
                 }
