@@ -156,17 +156,24 @@ pub struct Window {
     to: u32,
 }
 
+/// From how many items a [`ByStart`] index keeps half the buckets per item. Such an index
+/// (a 100k-rule product's rows) is past the caches anyway: at four bytes a bucket, ipc1's 100k
+/// classifier took 16.2 MiB with two to four buckets per row, 14.2 MiB with one to two, and
+/// its lookups took the same time (0.94–1.00 × in one process; BENCHMARKS.md, *A second
+/// machine*). Smaller indexes keep the shorter windows.
+const SPARSE_INDEX_FROM: usize = 1 << 15;
+
 /// Items in the order of the key intervals they hold for: each from its start up to the next
 /// one's, the first from the key space's minimum; the search ends on the item itself. Address
 /// and port maps ([`Intervals`]) are steps that each hold a class; a steps product's IPv4 rows
 /// (see `product.rs`) are records that each hold their start.
 ///
 /// The items are sorted with a bucket index: the span from the second start to the last is cut
-/// into about two buckets per item, and each bucket remembers the last item starting at or
-/// below the bucket's start. A lookup is one bucket load and a search among the few items
-/// inside that bucket, instead of a binary search over all of them (a chain of ~15 dependent
-/// loads at 20k items). Buckets cover the starts' real span, so starts clustered in one part
-/// of the space (all of 10.0.0.0/8) still spread out.
+/// into two to four buckets per item (one to two from 32,768 items on), and each bucket
+/// remembers the last item starting at or below the bucket's start. A lookup is one bucket
+/// load and a search among the few items inside that bucket, instead of a binary search over
+/// all of them (a chain of ~15 dependent loads at 20k items). Buckets cover the starts' real
+/// span, so starts clustered in one part of the space (all of 10.0.0.0/8) still spread out.
 #[derive(Debug, Clone)]
 pub struct ByStart<K, S> {
     items: Box<[S]>,
@@ -197,7 +204,8 @@ impl<K: Key, S: Starting<K>> ByStart<K, S> {
             n => (items[1].start().to_u128(), items[n - 1].start().to_u128()),
         };
         let span = high - low;
-        let bits = (usize::BITS - items.len().leading_zeros() + 1).min(20);
+        let per_item_bits = u32::from(items.len() < SPARSE_INDEX_FROM);
+        let bits = (usize::BITS - items.len().leading_zeros() + per_item_bits).min(20);
         let span_bits = 128 - span.leading_zeros();
         let shift = span_bits.saturating_sub(bits);
         let count = (span >> shift) as usize + 1;
@@ -568,6 +576,48 @@ mod tests {
                 prop_assert_eq!(*index.at(key), want);
                 let window = index.window(index.bucket(key));
                 prop_assert_eq!(index.items()[index.index_in(key, window)], want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_index_keeps_fewer_buckets_per_item_and_finds_every_item() {
+        for n in [
+            SPARSE_INDEX_FROM - 1,
+            SPARSE_INDEX_FROM,
+            3 * SPARSE_INDEX_FROM + 5,
+        ] {
+            // Clustered starts with uneven gaps, as addresses of rule lists are.
+            let starts: Vec<u32> = (0..n as u32)
+                .scan(0u32, |at, i| {
+                    *at += if i % 1000 == 999 {
+                        1 << 16
+                    } else {
+                        1 + (i * 7) % 13
+                    };
+                    Some(*at)
+                })
+                .collect();
+            let starts: Vec<u32> = std::iter::once(0).chain(starts).take(n).collect();
+            let items: Vec<Named> = starts
+                .iter()
+                .enumerate()
+                .map(|(i, &from)| Named {
+                    from,
+                    name: i as u32,
+                })
+                .collect();
+            let index = ByStart::new(items.clone());
+            let buckets = index.buckets.len();
+            if n < SPARSE_INDEX_FROM {
+                assert!(buckets > n, "n {n}: {buckets} buckets");
+            } else {
+                assert!(buckets <= 2 * n, "n {n}: {buckets} buckets");
+            }
+            let near = starts.iter().flat_map(|&s| [s.saturating_sub(1), s, s + 1]);
+            for key in near.chain([u32::MAX]) {
+                let want = items[starts.partition_point(|&s| s <= key) - 1];
+                assert_eq!(*index.at(key), want, "n {n} key {key}");
             }
         }
     }
