@@ -2162,10 +2162,20 @@ mod tests {
     }
 
     fn build_as(lookup: &Lookup, slots: usize, shape: Shape, limit: usize) -> Option<Product> {
+        build_in_width(lookup, width(slots), shape, limit)
+    }
+
+    /// [`build_as`] with the cells' width given.
+    fn build_in_width(
+        lookup: &Lookup,
+        width: CellWidth,
+        shape: Shape,
+        limit: usize,
+    ) -> Option<Product> {
         Product::build_in(
             &[Layer::of(lookup)?],
             &[vec![0]],
-            width(slots),
+            width,
             &[(shape, limit)],
             usize::MAX,
         )
@@ -2444,8 +2454,7 @@ mod tests {
                         slots: 70_000,
                         ranked_from,
                     };
-                    let layers = [Layer::of(lookup).expect("addresses and ports")];
-                    Product::build_in(&layers, &[vec![0]], width, &[(shape, limit)], usize::MAX)
+                    build_in_width(lookup, width, shape, limit)
                 };
                 let wide = build(usize::MAX, usize::MAX).expect("within no limit");
                 let Cells::Flat(FlatCells::Wide(cells)) = &wide.cells else {
